@@ -1,0 +1,1 @@
+"""OTLP receiver (gRPC and HTTP), write-ahead log, decoding, normalisation and the lake writer."""

@@ -1,0 +1,1 @@
+"""The query API: trace reconstruction, detectors, costs and read-only SQL."""

@@ -1,0 +1,1 @@
+"""What agent code imports to emit good spans to agentflight."""

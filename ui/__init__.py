@@ -1,0 +1,1 @@
+"""The Streamlit UI; talks to the query API over HTTP only."""
