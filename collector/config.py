@@ -1,0 +1,133 @@
+"""Settings for every agentflight process, parsed once at the entry point from flags and AGENTFLIGHT_* env.
+
+Precedence: command-line flag, then environment variable, then default. A bad value raises ConfigError
+naming the setting and the variable it came from; nothing falls back silently.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+MIB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path("./agentflight-data")
+    host: str = "127.0.0.1"
+    grpc_port: int = 4317
+    http_port: int = 4318
+    api_port: int = 8000
+    ui_port: int = 8501
+    keys_file: Path | None = None  # default: <data_dir>/keys.json
+    fsync: bool = True
+    max_request_bytes: int = 64 * MIB
+    max_inflight_bytes: int = 256 * MIB  # request bytes held in memory across all receivers at once
+    max_wal_backlog_bytes: int = 1024 * MIB  # logged but not yet published; beyond it, clients are told to retry
+    flush_interval_seconds: float = 1.0
+    retention_days: int | None = None
+    log_level: str = "INFO"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def wal_dir(self) -> Path:
+        return self.data_dir / "wal"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.keys_file or self.data_dir / "keys.json"
+
+    @property
+    def prices_dir(self) -> Path:
+        """Per-project price overrides: <data-dir>/prices/<project>.toml."""
+        return self.data_dir / "prices"
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError("must be between 0 and 65535")
+    return port
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a positive integer")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("must be a positive number")
+    return number
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _log_level(value: str) -> str:
+    upper = value.upper()
+    if upper not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return upper
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "data_dir": Path,
+    "host": str,
+    "grpc_port": _port,
+    "http_port": _port,
+    "api_port": _port,
+    "ui_port": _port,
+    "keys_file": Path,
+    "fsync": _bool,
+    "max_request_bytes": _positive_int,
+    "max_inflight_bytes": _positive_int,
+    "max_wal_backlog_bytes": _positive_int,
+    "flush_interval_seconds": _positive_float,
+    "retention_days": _positive_int,
+    "log_level": _log_level,
+}
+
+
+def env_name(setting: str) -> str:
+    return "AGENTFLIGHT_" + setting.upper()
+
+
+def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from parsed flags (None = not given) and the environment."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, parse in _PARSERS.items():
+        flag = flags.get(name)
+        if flag is not None:
+            raw, origin = str(flag), f"--{name.replace('_', '-')}"
+        elif env_name(name) in environ:
+            raw, origin = environ[env_name(name)], env_name(name)
+        else:
+            continue
+        try:
+            values[name] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{origin}={raw!r}: {exc}") from None
+    return Settings(**values)
