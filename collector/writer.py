@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +45,7 @@ def _load_checkpoint(path: Path) -> WalPosition:
     except FileNotFoundError:
         return WalPosition(0, 0)
     except (ValueError, KeyError, TypeError):
-        log.error(
-            "writer: checkpoint %s unreadable; replaying the whole WAL (duplicates are removed on read)", path
-        )
+        log.error("writer: checkpoint %s unreadable; replaying the whole WAL (duplicates are removed on read)", path)
         return WalPosition(0, 0)
 
 
@@ -64,13 +63,14 @@ class LakeWriter:
         self,
         wal: WriteAheadLog,
         lake: Lake,
-        pricer: Pricer,
+        pricers: Callable[[str], Pricer],
         metrics: IngestMetrics,
         settings: WriterSettings | None = None,
     ) -> None:
         self.wal = wal
         self.lake = lake
-        self.pricer = pricer
+        self.pricers = pricers
+        self._backlog_cache = (0.0, 0)
         self.metrics = metrics
         self.settings = settings or WriterSettings()
         self.checkpoint_path = wal.directory / f"checkpoint-{lake.writer_id}.json"
@@ -86,6 +86,15 @@ class LakeWriter:
         self._last_maintenance = time.monotonic()
         metrics.wal_depth_bytes = lambda: self.wal.depth_bytes(self.published_position)
         metrics.flush_lag_seconds = self._flush_lag
+
+    def backlog_bytes(self) -> int:
+        """WAL bytes not yet published, re-measured at most every 100 ms (it is asked on every export)."""
+        measured_at, value = self._backlog_cache
+        now = time.monotonic()
+        if now - measured_at > 0.1:
+            value = self.wal.depth_bytes(self.published_position)
+            self._backlog_cache = (now, value)
+        return value
 
     def _flush_lag(self) -> float:
         first = self._buffered_first_received_ns
@@ -150,17 +159,13 @@ class LakeWriter:
             try:
                 if record.signal == SIGNAL_TRACES:
                     spans, skipped = decode_traces(record.body)
-                    self._buffer.add_spans(
-                        record.project, record.received_at_unix_nano, spans, self.pricer, stats
-                    )
+                    self._buffer.add_spans(record.project, record.received_at_unix_nano, spans, self.pricer, stats)
                 else:
                     logs, skipped = decode_logs(record.body, record.received_at_unix_nano)
                     self._buffer.add_logs(record.project, record.received_at_unix_nano, logs, stats)
             except Exception:
                 # Admission already parsed this request, so this is a bug, not bad input: count the loss loudly.
-                log.exception(
-                    "writer: could not decode WAL record %d; its spans are dropped", record.sequence
-                )
+                log.exception("writer: could not decode WAL record %d; its spans are dropped", record.sequence)
                 with self.metrics.lock:
                     self.metrics.spans_dropped += 1
                 continue
@@ -180,9 +185,7 @@ class LakeWriter:
         tables = self._buffer.drain()
         written = {"spans": 0, "events": 0}
         for table, project, date, data in tables:
-            self.lake.publish(
-                table, project, date, data, {"wal_end": f"{position.segment}:{position.offset}"}
-            )
+            self.lake.publish(table, project, date, data, {"wal_end": f"{position.segment}:{position.offset}"})
             written[table] += data.num_rows
         if position != self.published_position:
             _store_checkpoint(self.checkpoint_path, position)

@@ -79,9 +79,7 @@ def load_keys(path: Path) -> list[ApiKey]:
         revoked = entry.get("revoked", False)
         if not isinstance(revoked, bool):
             raise KeysFileError(f"{where}.revoked: must be true or false")
-        keys.append(
-            ApiKey(str(entry.get("id") or sha[:12]), project, sha, str(entry.get("created_at", "")), revoked)
-        )
+        keys.append(ApiKey(str(entry.get("id") or sha[:12]), project, sha, str(entry.get("created_at", "")), revoked))
     return keys
 
 

@@ -111,9 +111,7 @@ class Lake:
         name = f"part-{time.time_ns()}-{self.writer_id}-{uuid.uuid4().hex[:12]}.parquet"
         return directory / name
 
-    def publish(
-        self, table: str, project: str, date: str, data: pa.Table, extra_metadata: dict[str, str]
-    ) -> Part:
+    def publish(self, table: str, project: str, date: str, data: pa.Table, extra_metadata: dict[str, str]) -> Part:
         """Write one immutable part atomically (tmp file, fsync, rename, fsync the directory)."""
         final = self._new_part_path(table, project, date)
         tmp = final.with_suffix(".parquet.tmp")
@@ -162,9 +160,7 @@ class Lake:
         files = [str(p.path) for p in parts]
         con = duckdb.connect(config={"memory_limit": memory_limit, "threads": 1})
         try:
-            rows_in = con.execute(
-                "SELECT count(*) FROM read_parquet(?, hive_partitioning=false)", [files]
-            ).fetchone()
+            rows_in = con.execute("SELECT count(*) FROM read_parquet(?, hive_partitioning=false)", [files]).fetchone()
             con.execute(
                 f"""COPY (
                     SELECT {columns} FROM read_parquet(?, hive_partitioning=false, union_by_name=true)
@@ -183,11 +179,11 @@ class Lake:
             os.fsync(handle.fileno())
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-        self._retire(parts)
+        self.retire(parts)
         duplicates = (rows_in[0] if rows_in else 0) - (rows_out[0] if rows_out else 0)
         return Part(table, project, date, final), duplicates
 
-    def _retire(self, parts: list[Part]) -> None:
+    def retire(self, parts: list[Part]) -> None:
         """Move merged inputs out of the read path; delete them once the grace period has passed."""
         self._retired.mkdir(parents=True, exist_ok=True)
         for part in parts:
@@ -234,3 +230,34 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class WriterLock:
+    """An exclusive lock on the lake for its one writer (DESIGN invariant 3): a second collector on the
+    same data directory, or `reprice` while a collector runs, is refused instead of corrupting state."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.path = root / ".writer.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> WriterLock:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(
+                f"another agentflight writer holds {self.path}; stop the running collector first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,186 @@
+"""The `agentflight` command: up, collector, sql, keys, reprice, maintain (and api/ui/demo as they land).
+
+Settings are parsed once here (flags, then AGENTFLIGHT_* environment, then defaults) and handed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from collector.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("agentflight")
+
+_COMMON_FLAGS: list[tuple[str, dict[str, Any]]] = [
+    ("--data-dir", {"help": "data directory (default ./agentflight-data)"}),
+    ("--host", {"help": "address the servers bind (default 127.0.0.1)"}),
+    ("--grpc-port", {"help": "OTLP gRPC port (default 4317)"}),
+    ("--http-port", {"help": "OTLP HTTP port (default 4318)"}),
+    ("--api-port", {"help": "query API port (default 8000)"}),
+    ("--ui-port", {"help": "UI port (default 8501)"}),
+    ("--keys-file", {"help": "API keys file (default <data-dir>/keys.json)"}),
+    ("--fsync", {"help": "fsync the WAL before acknowledging (default true)"}),
+    ("--max-request-bytes", {"help": "largest accepted export request (default 64 MiB)"}),
+    ("--max-inflight-bytes", {"help": "request bytes held in memory at once before refusing (default 256 MiB)"}),
+    ("--max-wal-backlog-bytes", {"help": "unpublished WAL bytes before refusing with retry (default 1 GiB)"}),
+    ("--flush-interval-seconds", {"help": "longest a span waits before it is queryable (default 1.0)"}),
+    ("--retention-days", {"help": "drop date partitions older than this (default: keep forever)"}),
+    ("--log-level", {"help": "DEBUG, INFO, WARNING or ERROR (default INFO)"}),
+]
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    for flag, options in _COMMON_FLAGS:
+        dest = flag[2:].replace("-", "_")
+        parser.add_argument(flag, dest=dest, default=None, **options)
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def cmd_collector(settings: Settings, args: argparse.Namespace) -> int:
+    from collector.service import Collector
+
+    collector = Collector(settings).start()
+    log.info(
+        "agentflight collector ready: OTLP gRPC %s:%d, OTLP HTTP %s:%d (health: /health, metrics: /metrics)",
+        settings.host,
+        collector.grpc_port,
+        settings.host,
+        collector.http_port,
+    )
+    _wait_for_signal()
+    log.info("shutting down: publishing what is buffered")
+    collector.stop()
+    return 0
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    """Everything on the embedded default: collector (and the API and UI once present)."""
+    return cmd_collector(settings, args)
+
+
+def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
+    from store.sql_shell import run_shell
+
+    return run_shell(settings.lake_dir, args.project, args.query)
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    from store.keys import create_key, load_keys, revoke_key
+
+    path = settings.keys_path
+    if args.keys_action == "create":
+        key, record = create_key(path, args.project)
+        print(f"created key {record.key_id} for project {record.project!r} (stored as a SHA-256 digest in {path})")
+        print(f"  {key}")
+        print("This is the only time the key is shown. Send it as 'authorization: Bearer <key>' or 'x-api-key'.")
+        return 0
+    if args.keys_action == "list":
+        for k in load_keys(path):
+            state = "revoked" if k.revoked else "active"
+            print(f"{k.key_id}\t{k.project}\t{state}\t{k.created_at}")
+        return 0
+    if revoke_key(path, args.key_id):
+        print(f"revoked {args.key_id}")
+        return 0
+    print(f"no key with id {args.key_id!r} in {path}", file=sys.stderr)
+    return 1
+
+
+def cmd_reprice(settings: Settings, args: argparse.Namespace) -> int:
+    from collector.reprice import reprice_lake
+    from collector.service import ProjectPricers
+
+    report = reprice_lake(settings.lake_dir, ProjectPricers(settings.prices_dir).for_project, project=args.project)
+    print(
+        f"re-priced {report.parts} part(s), {report.spans} span(s): {report.changed} cost(s) changed, "
+        f"{report.unknown} span(s) with an unknown model"
+    )
+    return 0
+
+
+def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
+    """Compaction and retention on demand (the running collector also does both periodically)."""
+    from store.lake import Lake, WriterLock
+
+    lake = Lake(settings.lake_dir, writer_id="maintain")
+    lock = WriterLock(settings.lake_dir).acquire()
+    merged = duplicates = 0
+    try:
+        for table in ("spans", "events"):
+            for group in list(lake.compaction_candidates(table, min_parts=2, small_bytes=64 * 1024 * 1024)):
+                _, removed = lake.compact(group)
+                merged += len(group)
+                duplicates += removed
+        dropped = lake.drop_older_than(settings.retention_days) if settings.retention_days else []
+    finally:
+        lock.release()
+    print(f"compacted {merged} part(s), removed {duplicates} duplicate row(s), dropped {len(dropped)} partition(s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentflight",
+        description="The flight recorder for AI agents: OTLP in, a Parquet lake out, queried with DuckDB.",
+        epilog="Every flag also reads an environment variable: --data-dir is AGENTFLIGHT_DATA_DIR, and so on.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
+        "up": ("run everything on the embedded default (data directory, no other server)", cmd_up),
+        "collector": ("run the OTLP receiver and lake writer", cmd_collector),
+        "sql": ("DuckDB SQL over the lake (interactive, or one query with -c)", cmd_sql),
+        "keys": ("create, list or revoke API keys", cmd_keys),
+        "reprice": ("recompute costs of stored spans with the current price table and overrides", cmd_reprice),
+        "maintain": ("compact small parts and apply retention now", cmd_maintain),
+    }
+    for name, (help_text, handler) in commands.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        _add_common(command)
+        command.set_defaults(handler=handler)
+        if name == "sql":
+            command.add_argument("--project", default=None, help="see only this project's data")
+            command.add_argument("-c", "--query", default=None, help="run one query and exit")
+        if name == "reprice":
+            command.add_argument("--project", default=None, help="only this project")
+        if name == "keys":
+            actions = command.add_subparsers(dest="keys_action", required=True)
+            create = actions.add_parser("create", help="create a key for a project (printed once)")
+            create.add_argument("--project", required=True)
+            actions.add_parser("list", help="list keys (ids, projects, state)")
+            revoke = actions.add_parser("revoke", help="revoke a key by id")
+            revoke.add_argument("key_id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    flags = {name.replace("-", "_")[2:]: getattr(args, name.replace("-", "_")[2:], None) for name, _ in _COMMON_FLAGS}
+    try:
+        settings = load_settings(flags)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        return int(args.handler(settings, args))
+    except (ValueError, OSError, RuntimeError) as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""The collector process assembled: WAL, lake writer, ingest path, gRPC and HTTP receivers; start and stop.
+
+Used by `agentflight collector` / `agentflight up` and by the tests (which bind port 0 and call flush()).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import uvicorn
+
+from collector.config import Settings
+from collector.grpc_server import start_grpc_server
+from collector.http_server import build_http_app
+from collector.ingest import Ingestor
+from collector.metrics import IngestMetrics
+from collector.price_overrides import load_overrides
+from collector.pricing import Pricer
+from collector.wal import WriteAheadLog
+from collector.writer import LakeWriter, WriterSettings
+from store.keys import KeyRing
+from store.lake import Lake, WriterLock
+
+log = logging.getLogger(__name__)
+
+
+class ProjectPricers:
+    """One Pricer per project: <data-dir>/prices/<project>.toml holds that project's price overrides
+    (self-hosted or negotiated prices). A bad file stops start-up with an error naming it."""
+
+    def __init__(self, prices_dir: Path) -> None:
+        self._default = Pricer()
+        self._by_project: dict[str, Pricer] = {}
+        if prices_dir.is_dir():
+            for path in sorted(prices_dir.glob("*.toml")):
+                self._by_project[path.stem] = Pricer(overrides=load_overrides(path))
+
+    def for_project(self, project: str) -> Pricer:
+        return self._by_project.get(project, self._default)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class Collector:
+    settings: Settings
+    writer_settings: WriterSettings = field(default_factory=WriterSettings)
+    metrics: IngestMetrics = field(default_factory=IngestMetrics)
+    grpc_port: int = 0
+    http_port: int = 0
+
+    def start(self) -> Collector:
+        s = self.settings
+        self.lake = Lake(s.lake_dir)
+        self._writer_lock = WriterLock(s.lake_dir).acquire()
+        self.wal = WriteAheadLog(s.wal_dir, fsync=s.fsync)
+        self.metrics.wal_quarantined_records = self.wal.quarantined_records
+        self.keys = KeyRing(s.keys_path)
+        self.writer = LakeWriter(
+            self.wal, self.lake, ProjectPricers(s.prices_dir).for_project, self.metrics, self.writer_settings
+        )
+        self.ingestor = Ingestor(
+            self.wal,
+            self.keys,
+            self.metrics,
+            max_request_bytes=s.max_request_bytes,
+            max_inflight_bytes=s.max_inflight_bytes,
+            max_wal_backlog_bytes=s.max_wal_backlog_bytes,
+            backlog_bytes=self.writer.backlog_bytes,
+        )
+        self.writer.start()
+        self._grpc, self.grpc_port = start_grpc_server(
+            self.ingestor, s.host, s.grpc_port, max_request_bytes=s.max_request_bytes
+        )
+        sock = bind_socket(s.host, s.http_port)
+        self.http_port = sock.getsockname()[1]
+        app = build_http_app(self.ingestor, self.metrics.snapshot)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
+        self._http = uvicorn.Server(config)
+        self._http_thread = threading.Thread(
+            target=lambda: asyncio.run(self._http.serve(sockets=[sock])), name="otlp-http", daemon=True
+        )
+        self._http_thread.start()
+        log.info("OTLP HTTP receiver on %s:%d; lake at %s", s.host, self.http_port, s.lake_dir)
+        return self
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait until every acknowledged export so far is published and queryable."""
+        self.writer.flush(timeout)
+
+    def stop(self, grace: float = 5.0) -> None:
+        self._http.should_exit = True
+        event: threading.Event = self._grpc.stop(grace)
+        event.wait(grace + 1)
+        self._http_thread.join(timeout=grace + 5)
+        self.writer.stop()
+        self.wal.close()
+        self._writer_lock.release()
+
+    @property
+    def grpc_server(self) -> grpc.Server:
+        return self._grpc
