@@ -21,6 +21,7 @@ class IngestMetrics:
     logs_written: int = 0
     spans_deduplicated: int = 0
     spans_dropped: int = 0
+    wal_records_failed: int = 0
     unknown_price_models: Counter[str] = field(default_factory=Counter)
     model_spans_without_model: int = 0
     model_spans_without_tokens: int = 0
@@ -56,6 +57,7 @@ class IngestMetrics:
                 "spans_written": self.spans_written,
                 "spans_deduplicated": self.spans_deduplicated,
                 "spans_dropped": self.spans_dropped,
+                "wal_records_failed": self.wal_records_failed,
                 "logs_accepted": self.logs_accepted,
                 "logs_rejected": dict(self.logs_rejected),
                 "logs_written": self.logs_written,
@@ -92,6 +94,12 @@ class IngestMetrics:
                     "counter",
                     "Acknowledged spans that could not be stored.",
                     self.spans_dropped,
+                ),
+                (
+                    "wal_records_failed_total",
+                    "counter",
+                    "WAL records the writer could not decode (a bug).",
+                    self.wal_records_failed,
                 ),
                 ("logs_accepted_total", "counter", "Log records admitted.", self.logs_accepted),
                 ("logs_written_total", "counter", "Log records published to the lake.", self.logs_written),
@@ -157,8 +165,7 @@ class IngestMetrics:
         for name, help_text, label, mapping in labelled:
             lines += [f"# HELP agentflight_{name} {help_text}", f"# TYPE agentflight_{name} counter"]
             lines += [
-                f'agentflight_{name}{{{label}="{_escape(str(k))}"}} {float(v)}'
-                for k, v in sorted(mapping.items())
+                f'agentflight_{name}{{{label}="{_escape(str(k))}"}} {float(v)}' for k, v in sorted(mapping.items())
             ]
         lines += [
             "# HELP agentflight_export_requests_total Export requests by transport, signal and outcome.",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,10 +17,11 @@ import pyarrow as pa
 
 from collector.normalise import messages_from_log, normalise_span
 from collector.otlp_model import DecodedLog, DecodedSpan
-from collector.pricing import Pricer
+from collector.pricing import CostResult, Pricer
 from store.lake import partition_date
 from store.schema import EVENT_COLUMN_NAMES, EVENT_SCHEMA, SPAN_COLUMN_NAMES, SPAN_SCHEMA
 
+log = logging.getLogger(__name__)
 _JSON_SEPARATORS = (",", ":")
 _MODEL_TYPES = frozenset(("llm", "embedding"))
 
@@ -30,17 +32,12 @@ def to_json(value: Any) -> str:
 
 def _event_json(span: DecodedSpan) -> str:
     return to_json(
-        [
-            {"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": e.attributes}
-            for e in span.events
-        ]
+        [{"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": e.attributes} for e in span.events]
     )
 
 
 def _link_json(span: DecodedSpan) -> str:
-    return to_json(
-        [{"trace_id": ln.trace_id, "span_id": ln.span_id, "attributes": ln.attributes} for ln in span.links]
-    )
+    return to_json([{"trace_id": ln.trace_id, "span_id": ln.span_id, "attributes": ln.attributes} for ln in span.links])
 
 
 @dataclass
@@ -53,6 +50,7 @@ class IngestStats:
     model_spans_without_model: int = 0
     model_spans_without_tokens: int = 0
     spans_without_user: int = 0
+    failed_spans: int = 0
 
 
 class PartitionBuffer:
@@ -75,22 +73,12 @@ class PartitionBuffer:
         self, project: str, received_at: int, spans: list[DecodedSpan], pricer: Pricer, stats: IngestStats
     ) -> None:
         for span in spans:
-            fields = normalise_span(span)
-            cost = pricer.price(
-                span_type=fields["span_type"],
-                provider=fields["provider"],
-                request_model=fields["request_model"],
-                response_model=fields["response_model"],
-                input_tokens=fields["input_tokens"],
-                output_tokens=fields["output_tokens"],
-                cache_read_tokens=fields["cache_read_tokens"],
-                cache_write_tokens=fields["cache_write_tokens"],
-                reasoning_tokens=fields["reasoning_tokens"],
-                start_time_unix_nano=span.start_time_unix_nano,
-                reported_cost_usd=fields["reported_cost_usd"],
-                reported_cost_source=fields["reported_cost_source"],
-                server_address=fields.get("server_address"),
-            )
+            try:
+                fields, cost = self._enrich(span, pricer)
+            except Exception:  # one span our code cannot handle must not cost its neighbours
+                log.exception("normalise/price failed for span %s/%s; span dropped", span.trace_id, span.span_id)
+                stats.failed_spans += 1
+                continue
             _count_quality(fields, cost.cost_status, stats)
             columns = self._target("spans", project, partition_date(span.start_time_unix_nano))
             row: dict[str, Any] = {
@@ -125,9 +113,33 @@ class PartitionBuffer:
             stats.spans += 1
             self.rows += 1
 
+    @staticmethod
+    def _enrich(span: DecodedSpan, pricer: Pricer) -> tuple[dict[str, Any], CostResult]:
+        fields = normalise_span(span)
+        cost = pricer.price(
+            span_type=fields["span_type"],
+            provider=fields["provider"],
+            request_model=fields["request_model"],
+            response_model=fields["response_model"],
+            input_tokens=fields["input_tokens"],
+            output_tokens=fields["output_tokens"],
+            cache_read_tokens=fields["cache_read_tokens"],
+            cache_write_tokens=fields["cache_write_tokens"],
+            reasoning_tokens=fields["reasoning_tokens"],
+            start_time_unix_nano=span.start_time_unix_nano,
+            reported_cost_usd=fields["reported_cost_usd"],
+            reported_cost_source=fields["reported_cost_source"],
+            server_address=fields.get("server_address"),
+        )
+        return fields, cost
+
     def add_logs(self, project: str, received_at: int, records: list[DecodedLog], stats: IngestStats) -> None:
         for record in records:
-            input_messages, output_messages, response_id = messages_from_log(record)
+            try:
+                input_messages, output_messages, response_id = messages_from_log(record)
+            except Exception:  # keep the raw record even if its content cannot be interpreted
+                log.exception("could not read GenAI messages from a log record; stored without them")
+                input_messages = output_messages = response_id = None
             body = to_json(record.body)
             attributes = to_json(record.attributes)
             identity = "\x1f".join(

@@ -159,15 +159,17 @@ class LakeWriter:
             try:
                 if record.signal == SIGNAL_TRACES:
                     spans, skipped = decode_traces(record.body)
-                    self._buffer.add_spans(record.project, record.received_at_unix_nano, spans, self.pricer, stats)
+                    self._buffer.add_spans(
+                        record.project, record.received_at_unix_nano, spans, self.pricers(record.project), stats
+                    )
                 else:
                     logs, skipped = decode_logs(record.body, record.received_at_unix_nano)
                     self._buffer.add_logs(record.project, record.received_at_unix_nano, logs, stats)
             except Exception:
                 # Admission already parsed this request, so this is a bug, not bad input: count the loss loudly.
-                log.exception("writer: could not decode WAL record %d; its spans are dropped", record.sequence)
+                log.exception("writer: could not decode WAL record %d; its items are dropped", record.sequence)
                 with self.metrics.lock:
-                    self.metrics.spans_dropped += 1
+                    self.metrics.wal_records_failed += 1
                 continue
             if skipped:
                 with self.metrics.lock:
@@ -178,6 +180,7 @@ class LakeWriter:
                 self.metrics.model_spans_without_model += stats.model_spans_without_model
                 self.metrics.model_spans_without_tokens += stats.model_spans_without_tokens
                 self.metrics.unknown_price_models.update(stats.unknown_price_models)
+                self.metrics.spans_dropped += stats.failed_spans
         return read
 
     def _publish(self) -> None:

@@ -1,0 +1,64 @@
+"""Shared test fixtures: a real collector on port 0 over a temporary data directory, and ways to talk to it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import grpc
+import pytest
+
+from collector.config import Settings
+from collector.service import Collector
+from collector.writer import WriterSettings
+from store.views import connect
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+CAPTURED = FIXTURES / "captured"
+TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+
+
+def start_collector(data_dir: Path, **overrides: Any) -> Collector:
+    settings = Settings(data_dir=data_dir, grpc_port=0, http_port=0, **overrides)
+    return Collector(settings, writer_settings=WriterSettings(flush_interval_seconds=0.2)).start()
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[Collector]:
+    running = start_collector(tmp_path / "data")
+    yield running
+    running.stop()
+
+
+def query(c: Collector, sql: str, project: str | None = None, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    con: duckdb.DuckDBPyConnection = connect(c.settings.lake_dir, project)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def query_dicts(c: Collector, sql: str, project: str | None = None) -> list[dict[str, Any]]:
+    con = connect(c.settings.lake_dir, project)
+    try:
+        cursor = con.execute(sql)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        con.close()
+
+
+def grpc_export(
+    port: int, body: bytes, *, method: str = TRACE_METHOD, metadata: list[tuple[str, str]] | None = None
+) -> tuple[bytes, grpc.Call]:
+    """Send raw request bytes exactly as a client put them on the wire."""
+    options = [("grpc.max_send_message_length", 256 * 1024 * 1024)]
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        response, rpc = call.with_call(body, metadata=metadata, timeout=60)
+        return response, rpc
