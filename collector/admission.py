@@ -95,9 +95,7 @@ def admit_log_message(request: ExportLogsServiceRequest, rejected: Counter[str])
     return _filter_logs(request, rejected, original=None)
 
 
-def _filter_traces(
-    request: ExportTraceServiceRequest, rejected: Counter[str], original: bytes | None
-) -> Admitted:
+def _filter_traces(request: ExportTraceServiceRequest, rejected: Counter[str], original: bytes | None) -> Admitted:
     accepted = 0
     changed = original is None
     for resource_spans in request.resource_spans:
@@ -121,9 +119,7 @@ def _filter_traces(
     return Admitted(wal_bytes, accepted, rejected)
 
 
-def _filter_logs(
-    request: ExportLogsServiceRequest, rejected: Counter[str], original: bytes | None
-) -> Admitted:
+def _filter_logs(request: ExportLogsServiceRequest, rejected: Counter[str], original: bytes | None) -> Admitted:
     accepted = 0
     changed = original is None
     for resource_logs in request.resource_logs:

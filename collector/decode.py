@@ -106,9 +106,7 @@ def decode_traces(body: bytes) -> tuple[list[DecodedSpan], int]:
                             for event in span.events
                         ],
                         links=[
-                            SpanLink(
-                                link.trace_id.hex(), link.span_id.hex(), flatten_attributes(link.attributes)
-                            )
+                            SpanLink(link.trace_id.hex(), link.span_id.hex(), flatten_attributes(link.attributes))
                             for link in span.links
                         ],
                         resource=resource,
@@ -138,9 +136,7 @@ def decode_logs(body: bytes, received_at_unix_nano: int) -> tuple[list[DecodedLo
                     DecodedLog(
                         trace_id=_optional_id(record.trace_id),
                         span_id=_optional_id(record.span_id),
-                        time_unix_nano=record.time_unix_nano
-                        or record.observed_time_unix_nano
-                        or received_at_unix_nano,
+                        time_unix_nano=record.time_unix_nano or record.observed_time_unix_nano or received_at_unix_nano,
                         event_name=event_name,
                         severity_number=record.severity_number,
                         severity_text=record.severity_text,

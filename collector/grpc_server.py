@@ -56,7 +56,7 @@ class _Handler(grpc.GenericRpcHandler):
         }
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        return self._methods.get(handler_call_details.method)  # type: ignore[attr-defined]
+        return self._methods.get(handler_call_details.method)
 
     def _make(self, signal: str) -> Callable[[bytes, grpc.ServicerContext], bytes]:
         def handle(body: bytes, context: grpc.ServicerContext) -> bytes:
@@ -77,6 +77,7 @@ class _Handler(grpc.GenericRpcHandler):
         if project is None:
             self.ingestor.finish("grpc", signal, Outcome(Status.UNAUTHENTICATED))
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing, unknown or revoked API key")
+            raise AssertionError("unreachable: abort raises")
         size = len(body)
         refused = self.ingestor.reserve(size)
         if refused is not None:

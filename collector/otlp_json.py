@@ -215,9 +215,7 @@ def _span(obj: Any) -> Span:
     span = Span()
     span.trace_id = _id(_get(obj, "traceId", "trace_id"), 16, "bad_trace_id")
     span.span_id = _id(_get(obj, "spanId", "span_id"), 8, "bad_span_id")
-    span.parent_span_id = _id(
-        _get(obj, "parentSpanId", "parent_span_id"), 8, "bad_parent_span_id", optional=True
-    )
+    span.parent_span_id = _id(_get(obj, "parentSpanId", "parent_span_id"), 8, "bad_parent_span_id", optional=True)
     name = obj.get("name") or ""
     trace_state = _get(obj, "traceState", "trace_state") or ""
     if not isinstance(name, str) or not isinstance(trace_state, str):

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,9 @@ class WriteAheadLog:
             else:
                 next_sequence = max(next_sequence, first)
         segment = next_sequence
-        handle = segment_path(self.directory, segment).open("ab")
+        current: BinaryIO = segment_path(self.directory, segment).open("ab")
         self._fsync_dir()
-        return next_sequence, segment, handle
+        return next_sequence, segment, current
 
     def _quarantine(self, path: Path, spans: list[tuple[int, int]]) -> None:
         self.quarantine.mkdir(exist_ok=True)
@@ -208,9 +208,7 @@ class WriteAheadLog:
 
     # --- appends ----------------------------------------------------------------------------------
 
-    def append(
-        self, signal: int, project: str, received_at_unix_nano: int, body: bytes
-    ) -> Future[WalPosition]:
+    def append(self, signal: int, project: str, received_at_unix_nano: int, body: bytes) -> Future[WalPosition]:
         """Queue one record; the future resolves with its end position once it is fsynced."""
         future: Future[WalPosition] = Future()
         with self._lock:
@@ -288,7 +286,7 @@ class WriteAheadLog:
             first = self._next_sequence
         self._handle.close()
         self._segment = first
-        self._handle = segment_path(self.directory, first).open("ab")
+        self._handle = cast(BinaryIO, segment_path(self.directory, first).open("ab"))
         self._fsync_dir()
 
     def close(self) -> None:

@@ -85,7 +85,10 @@ def create_views(con: duckdb.DuckDBPyConnection, lake: Lake, project: str | None
 
 
 def connect(
-    lake_root: Path, project: str | None = None, *, read_only_config: dict[str, str] | None = None
+    lake_root: Path,
+    project: str | None = None,
+    *,
+    read_only_config: dict[str, str | bool | int | float | list[str]] | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the lake views; project=None sees every project (operator use)."""
     con = duckdb.connect(config=read_only_config or {})

@@ -41,8 +41,11 @@ def entry_to_span(entry: dict[str, Any]) -> DecodedSpan:
         status_message=span.get("status_message", ""),
         attributes=dict(entry.get("attributes") or {}),
         events=[
-            SpanEvent(name=ev["name"], time_unix_nano=_nanos(ev.get("time_unix_nano")),
-                      attributes=dict(ev.get("attributes") or {}))
+            SpanEvent(
+                name=ev["name"],
+                time_unix_nano=_nanos(ev.get("time_unix_nano")),
+                attributes=dict(ev.get("attributes") or {}),
+            )
             for ev in entry.get("events") or []
         ],
         resource=dict(entry.get("resource") or {}),

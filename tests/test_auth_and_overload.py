@@ -43,8 +43,12 @@ def test_grpc_refuses_missing_and_wrong_keys(keyed: tuple[Collector, str, str, s
         with pytest.raises(grpc.RpcError) as info:
             grpc_export(c.grpc_port, _request(["refused"]).SerializeToString(), metadata=metadata)
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    grpc_export(c.grpc_port, _request(["via-bearer"]).SerializeToString(), metadata=[("authorization", f"Bearer {key_a}")])
-    grpc_export(c.grpc_port, _request(["via-x-api-key"], trace_byte=2).SerializeToString(), metadata=[("x-api-key", key_a)])
+    grpc_export(
+        c.grpc_port, _request(["via-bearer"]).SerializeToString(), metadata=[("authorization", f"Bearer {key_a}")]
+    )
+    grpc_export(
+        c.grpc_port, _request(["via-x-api-key"], trace_byte=2).SerializeToString(), metadata=[("x-api-key", key_a)]
+    )
     assert _projects(c) == {"acme": ["via-bearer", "via-x-api-key"]}
     assert c.metrics.requests[("grpc", "traces", "unauthenticated")] == 3
 

@@ -155,8 +155,14 @@ def test_json_with_the_wrong_shape_is_400(collector: Collector, body: bytes) -> 
 
 
 def test_json_bad_span_among_good_ones(collector: Collector) -> None:
-    good = {"traceId": "11" * 16, "spanId": "22" * 8, "name": "good", "startTimeUnixNano": str(NOW),
-            "endTimeUnixNano": NOW + 5, "attributes": [{"key": "n", "value": {"intValue": 3}}]}
+    good = {
+        "traceId": "11" * 16,
+        "spanId": "22" * 8,
+        "name": "good",
+        "startTimeUnixNano": str(NOW),
+        "endTimeUnixNano": NOW + 5,
+        "attributes": [{"key": "n", "value": {"intValue": 3}}],
+    }
     bad_id = {**good, "spanId": "nothex!!", "name": "bad-id"}
     bad_attr = {**good, "spanId": "33" * 8, "name": "bad-attr", "attributes": [{"key": "k", "value": {"intValue": []}}]}
     doc = {"resourceSpans": [{"scopeSpans": [{"spans": [good, bad_id, bad_attr, "not-a-span"]}]}]}

@@ -33,8 +33,20 @@ class _Process:
         self.grpc_port, self.http_port = _free_port(), _free_port()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "collector", "--data-dir", str(data_dir),
-             "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port), "--log-level", "WARNING"],
+            [
+                sys.executable,
+                "-m",
+                "collector.cli",
+                "collector",
+                "--data-dir",
+                str(data_dir),
+                "--grpc-port",
+                str(self.grpc_port),
+                "--http-port",
+                str(self.http_port),
+                "--log-level",
+                "WARNING",
+            ],
             env=env,
             cwd=REPO,
         )

@@ -49,7 +49,13 @@ def _agent_run(provider: TracerProvider) -> str:
                     [{"role": "user", "parts": [{"type": "text", "content": "Book me a flight to Paris"}]}]
                 ),
                 "gen_ai.output.messages": json.dumps(
-                    [{"role": "assistant", "parts": [{"type": "text", "content": "Which date?"}], "finish_reason": "stop"}]
+                    [
+                        {
+                            "role": "assistant",
+                            "parts": [{"type": "text", "content": "Which date?"}],
+                            "finish_reason": "stop",
+                        }
+                    ]
                 ),
                 "gen_ai.response.finish_reasons": ["stop"],
             },
@@ -156,7 +162,11 @@ def test_log_events_join_their_span(collector: Collector) -> None:
         logger.emit(
             LogRecord(
                 event_name="gen_ai.choice",
-                body={"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "This is a test."}},
+                body={
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "This is a test."},
+                },
                 attributes={"gen_ai.system": "openai"},
                 trace_id=ctx.trace_id,
                 span_id=ctx.span_id,

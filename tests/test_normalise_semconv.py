@@ -68,9 +68,16 @@ def _text_of(messages: list[Message]) -> list[str]:
     return [p["content"] for p in _parts(messages, "text")]
 
 
-def span(attributes: dict[str, Any], name: str = "span", *, status: str = "UNSET", status_message: str = "",
-         events: list[SpanEvent] | None = None, resource: dict[str, Any] | None = None,
-         scope_name: str = "") -> DecodedSpan:
+def span(
+    attributes: dict[str, Any],
+    name: str = "span",
+    *,
+    status: str = "UNSET",
+    status_message: str = "",
+    events: list[SpanEvent] | None = None,
+    resource: dict[str, Any] | None = None,
+    scope_name: str = "",
+) -> DecodedSpan:
     return DecodedSpan(
         trace_id="0" * 32,
         span_id="0" * 16,
@@ -324,14 +331,21 @@ def test_fixture_count_and_extra_content_checks() -> None:
 
 def test_pure_inputs_untouched() -> None:
     spans = [entry_to_span(e) for e in ENTRIES]
-    spans.append(span({
-        "gen_ai.prompt.0.role": "user",
-        "gen_ai.prompt.0.content": {"0": {"text": "structured leaf"}, "1": {"x": {"2": 3}}},
-        "gen_ai.input.messages": [{"role": "user", "parts": [{"type": "tool_call_response", "id": "a",
-                                                               "result": 1}]}],
-        "gen_ai.output.messages": [{"role": "assistant", "parts": [{"type": "tool_call", "name": "f",
-                                                                     "arguments": '{"a": 1}'}]}],
-    }, "openai.chat"))
+    spans.append(
+        span(
+            {
+                "gen_ai.prompt.0.role": "user",
+                "gen_ai.prompt.0.content": {"0": {"text": "structured leaf"}, "1": {"x": {"2": 3}}},
+                "gen_ai.input.messages": [
+                    {"role": "user", "parts": [{"type": "tool_call_response", "id": "a", "result": 1}]}
+                ],
+                "gen_ai.output.messages": [
+                    {"role": "assistant", "parts": [{"type": "tool_call", "name": "f", "arguments": '{"a": 1}'}]}
+                ],
+            },
+            "openai.chat",
+        )
+    )
     for item in spans:
         before = copy.deepcopy((item.attributes, [(e.name, e.attributes) for e in item.events], item.resource))
         normalise_span(item)
@@ -345,10 +359,15 @@ def test_pure_inputs_untouched() -> None:
 
 
 def test_logfire_v1_request_response_data() -> None:
-    result = normalise_span(span({
-        "request_data": '{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}',
-        "response_data": '{"message": {"role": "assistant", "content": "yo"}, "usage": {"total_tokens": 3}}',
-    }, "Chat Completion with 'gpt-4o'"))
+    result = normalise_span(
+        span(
+            {
+                "request_data": '{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}',
+                "response_data": '{"message": {"role": "assistant", "content": "yo"}, "usage": {"total_tokens": 3}}',
+            },
+            "Chat Completion with 'gpt-4o'",
+        )
+    )
     assert _text_of(_messages(result["input_messages"])) == ["hi"]
     assert _text_of(_messages(result["output_messages"])) == ["yo"]
 
@@ -400,83 +419,118 @@ def test_openinference_indexed_contents_and_tool_calls() -> None:
 
 
 def test_exclusive_cache_semantics_are_added() -> None:
-    exclusive = normalise_span(span({
-        "gen_ai.operation.name": "chat",
-        "gen_ai.usage.input_tokens": 5,  # Anthropic-native: excludes cache
-        "gen_ai.usage.cache_read.input_tokens": 1000,
-        "gen_ai.usage.cache_creation.input_tokens": 200,
-        "gen_ai.usage.output_tokens": 50,
-    }))
+    exclusive = normalise_span(
+        span(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.usage.input_tokens": 5,  # Anthropic-native: excludes cache
+                "gen_ai.usage.cache_read.input_tokens": 1000,
+                "gen_ai.usage.cache_creation.input_tokens": 200,
+                "gen_ai.usage.output_tokens": 50,
+            }
+        )
+    )
     assert exclusive["input_tokens"] == 1205
     assert exclusive["total_tokens"] == 1255
-    inclusive = normalise_span(span({
-        "gen_ai.operation.name": "chat",
-        "gen_ai.usage.input_tokens": 1205,
-        "gen_ai.usage.cache_read.input_tokens": 1000,
-        "gen_ai.usage.cache_write.input_tokens": 200,
-        "gen_ai.usage.output_tokens": 50,
-    }))
+    inclusive = normalise_span(
+        span(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.usage.input_tokens": 1205,
+                "gen_ai.usage.cache_read.input_tokens": 1000,
+                "gen_ai.usage.cache_write.input_tokens": 200,
+                "gen_ai.usage.output_tokens": 50,
+            }
+        )
+    )
     assert inclusive["input_tokens"] == 1205
     assert (inclusive["cache_read_tokens"], inclusive["cache_write_tokens"]) == (1000, 200)
 
 
 def test_langfuse_usage_details_input_excludes_cache() -> None:
-    result = normalise_span(span({
-        "langfuse.observation.type": "generation",
-        "langfuse.observation.usage_details": '{"input": 10, "output": 2, "input_cached_tokens": 4}',
-    }))
+    result = normalise_span(
+        span(
+            {
+                "langfuse.observation.type": "generation",
+                "langfuse.observation.usage_details": '{"input": 10, "output": 2, "input_cached_tokens": 4}',
+            }
+        )
+    )
     assert (result["input_tokens"], result["cache_read_tokens"], result["total_tokens"]) == (14, 4, 16)
 
 
 def test_reasoning_is_subset_of_output() -> None:
-    result = normalise_span(span({
-        "gen_ai.operation.name": "chat",
-        "gen_ai.usage.input_tokens": 10,
-        "gen_ai.usage.output_tokens": 5,  # Gemini-style: excludes thoughts
-        "gen_ai.usage.reasoning.output_tokens": 20,
-    }))
+    result = normalise_span(
+        span(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.usage.input_tokens": 10,
+                "gen_ai.usage.output_tokens": 5,  # Gemini-style: excludes thoughts
+                "gen_ai.usage.reasoning.output_tokens": 20,
+            }
+        )
+    )
     assert (result["output_tokens"], result["reasoning_tokens"], result["total_tokens"]) == (25, 20, 35)
 
 
 def test_aggregated_usage_is_never_own_usage() -> None:
-    result = normalise_span(span({
-        "gen_ai.operation.name": "invoke_agent",
-        "gen_ai.agent.name": "a",
-        "gen_ai.aggregated_usage.input_tokens": 103,
-        "gen_ai.aggregated_usage.output_tokens": 12,
-        "gen_ai.aggregated_usage.total_tokens": 115,
-    }, "invoke_agent a"))
+    result = normalise_span(
+        span(
+            {
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": "a",
+                "gen_ai.aggregated_usage.input_tokens": 103,
+                "gen_ai.aggregated_usage.output_tokens": 12,
+                "gen_ai.aggregated_usage.total_tokens": 115,
+            },
+            "invoke_agent a",
+        )
+    )
     assert result["span_type"] == "agent"
     for key in ("input_tokens", "output_tokens", "total_tokens", "cache_read_tokens", "reasoning_tokens"):
         assert result[key] is None
 
 
 def test_token_spellings_and_types() -> None:
-    vercel = normalise_span(span({
-        "ai.operationId": "ai.generateText.doGenerate",
-        "ai.model.id": "claude-3-5-haiku",
-        "ai.model.provider": "anthropic.messages",
-        "ai.usage.promptTokens": "15",
-        "ai.usage.completionTokens": 7.0,
-        "ai.telemetry.metadata.userId": "u",
-        "ai.telemetry.metadata.sessionId": "s",
-    }, "ai.generateText.doGenerate", scope_name="ai"))
+    vercel = normalise_span(
+        span(
+            {
+                "ai.operationId": "ai.generateText.doGenerate",
+                "ai.model.id": "claude-3-5-haiku",
+                "ai.model.provider": "anthropic.messages",
+                "ai.usage.promptTokens": "15",
+                "ai.usage.completionTokens": 7.0,
+                "ai.telemetry.metadata.userId": "u",
+                "ai.telemetry.metadata.sessionId": "s",
+            },
+            "ai.generateText.doGenerate",
+            scope_name="ai",
+        )
+    )
     assert vercel["span_type"] == "llm" and vercel["provider"] == "anthropic"
     assert (vercel["input_tokens"], vercel["output_tokens"], vercel["total_tokens"]) == (15, 7, 22)
     assert (vercel["user_id"], vercel["session_id"]) == ("u", "s")
-    long_value = normalise_span(span({
-        "gen_ai.operation.name": "chat",
-        "gen_ai.usage.input_tokens": {"low": 14, "high": 0, "unsigned": False},
-        "gen_ai.usage.output_tokens": -1,  # OpenLIT: unset
-    }))
+    long_value = normalise_span(
+        span(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.usage.input_tokens": {"low": 14, "high": 0, "unsigned": False},
+                "gen_ai.usage.output_tokens": -1,  # OpenLIT: unset
+            }
+        )
+    )
     assert (long_value["input_tokens"], long_value["output_tokens"], long_value["total_tokens"]) == (14, None, None)
-    openlit = normalise_span(span({
-        "gen_ai.operation.name": "chat",
-        "gen_ai.usage.prompt_tokens": 100,
-        "gen_ai.usage.prompt_tokens_details.cached_tokens": 40,
-        "gen_ai.usage.completion_tokens_details.reasoning_tokens": 3,
-        "gen_ai.usage.completion_tokens": 9,
-    }))
+    openlit = normalise_span(
+        span(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.usage.prompt_tokens": 100,
+                "gen_ai.usage.prompt_tokens_details.cached_tokens": 40,
+                "gen_ai.usage.completion_tokens_details.reasoning_tokens": 3,
+                "gen_ai.usage.completion_tokens": 9,
+            }
+        )
+    )
     assert (openlit["input_tokens"], openlit["cache_read_tokens"], openlit["reasoning_tokens"]) == (100, 40, 3)
 
 
@@ -499,11 +553,16 @@ def test_agent_name_never_decides_agent_alone() -> None:
 
 
 def test_tool_name_on_chat_span_is_not_a_tool_span() -> None:
-    result = normalise_span(span({
-        "gen_ai.tool.name": "get_weather,get_time",
-        "gen_ai.request.model": "gpt-4o",
-        "gen_ai.usage.input_tokens": 3,
-    }, "openlit span"))
+    result = normalise_span(
+        span(
+            {
+                "gen_ai.tool.name": "get_weather,get_time",
+                "gen_ai.request.model": "gpt-4o",
+                "gen_ai.usage.input_tokens": 3,
+            },
+            "openlit span",
+        )
+    )
     assert result["span_type"] == "llm" and result["tool_name"] is None
     tool = normalise_span(span({"gen_ai.tool.name": "get_weather"}, "whatever"))
     assert tool["span_type"] == "tool" and tool["tool_name"] == "get_weather"
@@ -546,11 +605,13 @@ def test_structured_kvlist_messages() -> None:
         "gen_ai.operation.name": "chat",
         "gen_ai.system_instructions": [{"type": "text", "content": "be brief"}],
         "gen_ai.input.messages": [{"role": "user", "parts": [{"type": "text", "content": "hi"}]}],
-        "gen_ai.output.messages": [{
-            "role": "assistant",
-            "parts": [{"type": "tool_call", "id": "c", "name": "f", "arguments": {"x": 1}}],
-            "finish_reason": "tool_call",
-        }],
+        "gen_ai.output.messages": [
+            {
+                "role": "assistant",
+                "parts": [{"type": "tool_call", "id": "c", "name": "f", "arguments": {"x": 1}}],
+                "finish_reason": "tool_call",
+            }
+        ],
     }
     result = normalise_span(span(attrs))
     assert json.loads(result["input_messages"]) == [
@@ -564,8 +625,15 @@ def test_structured_kvlist_messages() -> None:
 
 def test_invalid_json_messages_kept_as_text() -> None:
     broken = '[{"role": "user", "parts": [{"type": "text", "content": "héllo"'
-    result = normalise_span(span({"gen_ai.operation.name": "chat", "gen_ai.input.messages": broken,
-                                  "gen_ai.output.messages": "not json at all"}))
+    result = normalise_span(
+        span(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.input.messages": broken,
+                "gen_ai.output.messages": "not json at all",
+            }
+        )
+    )
     assert json.loads(result["input_messages"]) == [{"role": "user", "parts": [{"type": "text", "content": broken}]}]
     assert "héllo" in result["input_messages"]  # ensure_ascii=False
     assert _text_of(json.loads(result["output_messages"])) == ["not json at all"]
@@ -577,7 +645,7 @@ def test_legacy_content_parts_in_indexed_content() -> None:
         "llm.request.type": "chat",
         "gen_ai.prompt.0.role": "user",
         "gen_ai.prompt.0.content": '[{"type": "text", "text": "what is this"}, '
-                                   '{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]',
+        '{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]',
         "gen_ai.completion.0.role": "assistant",
         "gen_ai.completion.0.finish_reason": "tool_calls",
         "gen_ai.completion.0.tool_calls.0.id": "c1",
@@ -598,9 +666,14 @@ def test_span_events_per_message_and_openlit_prompt() -> None:
     events = [
         SpanEvent("gen_ai.system.message", 1, {"content": "sys"}),
         SpanEvent("gen_ai.user.message", 2, {"content": '[{"text": "hello"}]'}),  # Strands / Bedrock blocks
-        SpanEvent("gen_ai.choice", 3, {"message": '[{"text": "hi"}, {"toolUse": {"toolUseId": "t1", '
-                                                  '"name": "f", "input": {"a": 1}}}]',
-                                       "finish_reason": "tool_use"}),
+        SpanEvent(
+            "gen_ai.choice",
+            3,
+            {
+                "message": '[{"text": "hi"}, {"toolUse": {"toolUseId": "t1", "name": "f", "input": {"a": 1}}}]',
+                "finish_reason": "tool_use",
+            },
+        ),
     ]
     result = normalise_span(span({"gen_ai.operation.name": "chat"}, events=events))
     inputs = _messages(result["input_messages"])
@@ -617,11 +690,13 @@ def test_span_events_per_message_and_openlit_prompt() -> None:
 
 
 def test_pydantic_v1_events_attribute() -> None:
-    events = json.dumps([
-        {"event.name": "gen_ai.system.message", "content": "sys", "role": "system"},
-        {"event.name": "gen_ai.user.message", "content": "Hello", "role": "user", "gen_ai.message.index": 0},
-        {"event.name": "gen_ai.choice", "index": 0, "message": {"role": "assistant", "content": "Hi"}},
-    ])
+    events = json.dumps(
+        [
+            {"event.name": "gen_ai.system.message", "content": "sys", "role": "system"},
+            {"event.name": "gen_ai.user.message", "content": "Hello", "role": "user", "gen_ai.message.index": 0},
+            {"event.name": "gen_ai.choice", "index": 0, "message": {"role": "assistant", "content": "Hi"}},
+        ]
+    )
     result = normalise_span(span({"gen_ai.operation.name": "chat", "events": events}))
     assert _text_of(_messages(result["input_messages"])) == ["sys", "Hello"]
     assert _text_of(_messages(result["output_messages"])) == ["Hi"]
@@ -631,17 +706,24 @@ def test_vercel_messages() -> None:
     attrs = {
         "ai.operationId": "ai.generateText.doGenerate",
         "ai.model.id": "gpt-4o",
-        "ai.prompt.messages": json.dumps([
-            {"role": "system", "content": "sys"},
-            {"role": "user", "content": [{"type": "text", "text": "q"}]},
-            {"role": "assistant", "content": [{"type": "tool-call", "toolCallId": "c", "toolName": "f",
-                                               "args": {"a": 1}}]},
-            {"role": "tool", "content": [{"type": "tool-result", "toolCallId": "c", "toolName": "f",
-                                          "result": 42}]},
-        ]),
+        "ai.prompt.messages": json.dumps(
+            [
+                {"role": "system", "content": "sys"},
+                {"role": "user", "content": [{"type": "text", "text": "q"}]},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool-call", "toolCallId": "c", "toolName": "f", "args": {"a": 1}}],
+                },
+                {
+                    "role": "tool",
+                    "content": [{"type": "tool-result", "toolCallId": "c", "toolName": "f", "result": 42}],
+                },
+            ]
+        ),
         "ai.response.text": "answer",
-        "ai.response.toolCalls": json.dumps([{"toolCallType": "function", "toolCallId": "d", "toolName": "g",
-                                              "args": '{"b": 2}'}]),
+        "ai.response.toolCalls": json.dumps(
+            [{"toolCallType": "function", "toolCallId": "d", "toolName": "g", "args": '{"b": 2}'}]
+        ),
         "ai.response.finishReason": "stop",
     }
     result = normalise_span(span(attrs, scope_name="ai"))
@@ -649,8 +731,10 @@ def test_vercel_messages() -> None:
     assert [m["role"] for m in inputs] == ["system", "user", "assistant", "tool"]
     assert inputs[3]["parts"] == [{"type": "tool_call_response", "id": "c", "response": 42, "name": "f"}]
     (out,) = _messages(result["output_messages"])
-    assert out["parts"] == [{"type": "text", "content": "answer"},
-                            {"type": "tool_call", "id": "d", "name": "g", "arguments": {"b": 2}}]
+    assert out["parts"] == [
+        {"type": "text", "content": "answer"},
+        {"type": "tool_call", "id": "d", "name": "g", "arguments": {"b": 2}},
+    ]
     assert result["finish_reason"] == "stop"
 
 
@@ -667,27 +751,48 @@ def test_openinference_value_fallback() -> None:
 
 
 def test_tool_arguments_as_text() -> None:
-    result = normalise_span(span({
-        "gen_ai.operation.name": "execute_tool",
-        "gen_ai.tool.name": "f",
-        "gen_ai.tool.call.arguments": {"city": "Zürich"},
-        "gen_ai.tool.call.result": ["a", 1],
-    }, "execute_tool f"))
+    result = normalise_span(
+        span(
+            {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": "f",
+                "gen_ai.tool.call.arguments": {"city": "Zürich"},
+                "gen_ai.tool.call.result": ["a", 1],
+            },
+            "execute_tool f",
+        )
+    )
     assert result["tool_arguments"] == '{"city":"Zürich"}'
     assert result["tool_result"] == '["a",1]'
-    spaced = normalise_span(span({"gen_ai.operation.name": "execute_tool",
-                                  "gen_ai.tool.call.arguments": '{"x": 1}'}, "execute_tool g"))
+    spaced = normalise_span(
+        span({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.call.arguments": '{"x": 1}'}, "execute_tool g")
+    )
     assert spaced["tool_arguments"] == '{"x": 1}'  # JSON text kept as sent
     assert spaced["tool_name"] == "g"
 
 
 def test_provider_normalisation() -> None:
     table = {
-        "OpenAI": "openai", "Anthropic": "anthropic", "aws.bedrock": "aws", "az.ai.openai": "azure",
-        "azure.ai.openai": "azure", "gcp.gen_ai": "google", "gcp.vertex_ai": "google", "gemini": "google",
-        "x_ai": "x-ai", "xai": "x-ai", "mistral_ai": "mistral", "moonshot_ai": "moonshotai",
-        "together_ai": "together", "fireworks_ai": "fireworks", "groq": "groq", "deepseek": "deepseek",
-        "cohere": "cohere", "IBM.watsonx.ai": "ibm.watsonx.ai", "openai.chat": "openai", "Ollama": "ollama",
+        "OpenAI": "openai",
+        "Anthropic": "anthropic",
+        "aws.bedrock": "aws",
+        "az.ai.openai": "azure",
+        "azure.ai.openai": "azure",
+        "gcp.gen_ai": "google",
+        "gcp.vertex_ai": "google",
+        "gemini": "google",
+        "x_ai": "x-ai",
+        "xai": "x-ai",
+        "mistral_ai": "mistral",
+        "moonshot_ai": "moonshotai",
+        "together_ai": "together",
+        "fireworks_ai": "fireworks",
+        "groq": "groq",
+        "deepseek": "deepseek",
+        "cohere": "cohere",
+        "IBM.watsonx.ai": "ibm.watsonx.ai",
+        "openai.chat": "openai",
+        "Ollama": "ollama",
     }
     for raw, expected in table.items():
         assert normalise_provider(raw) == expected, raw
@@ -704,11 +809,16 @@ def test_provider_normalisation() -> None:
 
 
 def test_user_session_environment() -> None:
-    result = normalise_span(span(
-        {"gen_ai.request.user": "request-param", "traceloop.association.properties.user_id": "explicit",
-         "gen_ai.conversation.id": "conv"},
-        resource={"deployment.environment.name": "staging"},
-    ))
+    result = normalise_span(
+        span(
+            {
+                "gen_ai.request.user": "request-param",
+                "traceloop.association.properties.user_id": "explicit",
+                "gen_ai.conversation.id": "conv",
+            },
+            resource={"deployment.environment.name": "staging"},
+        )
+    )
     assert (result["user_id"], result["session_id"], result["environment"]) == ("explicit", "conv", "staging")
     assert normalise_span(span({"gen_ai.request.user": ""}))["user_id"] is None
     assert normalise_span(span({"llm.user": "p"}))["user_id"] == "p"
@@ -719,28 +829,38 @@ def test_errors() -> None:
     assert (plain["is_error"], plain["error_type"]) == (True, "timeout")
     status = normalise_span(span({"http.response.status_code": 503}, status="ERROR", status_message="upstream"))
     assert (status["is_error"], status["error_type"], status["error_message"]) == (True, "5xx", "upstream")
-    lf = normalise_span(span({"langfuse.observation.level": "ERROR",
-                              "langfuse.observation.status_message": "boom"}))
+    lf = normalise_span(span({"langfuse.observation.level": "ERROR", "langfuse.observation.status_message": "boom"}))
     assert (lf["is_error"], lf["error_message"]) == (True, "boom")
     finish = normalise_span(span({"gen_ai.response.finish_reasons": ["error"]}))
     assert finish["is_error"] is True
-    deferral = normalise_span(span({"gen_ai.operation.name": "execute_tool",
-                                    "pydantic_ai.tool.deferral.name": "approval"}, status="ERROR"))
+    deferral = normalise_span(
+        span({"gen_ai.operation.name": "execute_tool", "pydantic_ai.tool.deferral.name": "approval"}, status="ERROR")
+    )
     assert (deferral["is_error"], deferral["error_type"], deferral["error_message"]) == (False, None, None)
-    tripwire = normalise_span(span({"gen_ai.operation.name": "invoke_agent"}, status="ERROR", events=[
-        SpanEvent("exception", 1, {"exception.type": "InputGuardrailTripwireTriggered",
-                                   "exception.message": "tripped"})]))
+    tripwire = normalise_span(
+        span(
+            {"gen_ai.operation.name": "invoke_agent"},
+            status="ERROR",
+            events=[
+                SpanEvent(
+                    "exception",
+                    1,
+                    {"exception.type": "InputGuardrailTripwireTriggered", "exception.message": "tripped"},
+                )
+            ],
+        )
+    )
     assert tripwire["is_error"] is False
     guard = normalise_span(span({"openinference.span.kind": "GUARDRAIL"}, status="ERROR"))
     assert (guard["span_type"], guard["is_error"]) == ("guardrail", False)
-    ok = normalise_span(span({"langfuse.observation.level": "WARNING",
-                              "langfuse.observation.status_message": "meh"}))
+    ok = normalise_span(span({"langfuse.observation.level": "WARNING", "langfuse.observation.status_message": "meh"}))
     assert (ok["is_error"], ok["error_message"]) == (False, None)
 
 
 def test_prompt_and_ids() -> None:
-    result = normalise_span(span({"traceloop.prompt.key": "greet", "traceloop.prompt.version": 3,
-                                  "gen_ai.response.id": "r1"}))
+    result = normalise_span(
+        span({"traceloop.prompt.key": "greet", "traceloop.prompt.version": 3, "gen_ai.response.id": "r1"})
+    )
     assert (result["prompt_name"], result["prompt_version"], result["response_id"]) == ("greet", "3", "r1")
 
 
@@ -748,32 +868,47 @@ def test_prompt_and_ids() -> None:
 
 
 def test_log_events_legacy_shapes() -> None:
-    ins, outs, rid = messages_from_log(log("gen_ai.assistant.message", {
-        "content": None,
-        "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}],
-    }))
-    assert ins == [{"role": "assistant",
-                    "parts": [{"type": "tool_call", "id": "c", "name": "f", "arguments": {"a": 1}}]}]
+    ins, outs, rid = messages_from_log(
+        log(
+            "gen_ai.assistant.message",
+            {
+                "content": None,
+                "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}],
+            },
+        )
+    )
+    assert ins == [
+        {"role": "assistant", "parts": [{"type": "tool_call", "id": "c", "name": "f", "arguments": {"a": 1}}]}
+    ]
     assert outs is None and rid is None
     ins, _, _ = messages_from_log(log("gen_ai.tool.message", {"content": "rainy", "id": "c"}))
     assert ins == [{"role": "tool", "parts": [{"type": "tool_call_response", "id": "c", "response": "rainy"}]}]
     ins, _, _ = messages_from_log(log("gen_ai.system.message", {"content": "sys"}))
     assert ins == [{"role": "system", "parts": [{"type": "text", "content": "sys"}]}]
-    _, outs, rid = messages_from_log(log("gen_ai.choice", {"index": 0, "finish_reason": "stop",
-                                                           "message": {"content": "ok"}},
-                                         {"gen_ai.response.id": "resp-1"}))
+    _, outs, rid = messages_from_log(
+        log(
+            "gen_ai.choice",
+            {"index": 0, "finish_reason": "stop", "message": {"content": "ok"}},
+            {"gen_ai.response.id": "resp-1"},
+        )
+    )
     assert outs == [{"role": "assistant", "parts": [{"type": "text", "content": "ok"}], "finish_reason": "stop"}]
     assert rid == "resp-1"
 
 
 def test_log_operation_details_structured_and_json() -> None:
-    structured = log("gen_ai.client.inference.operation.details", None, {
-        "gen_ai.input.messages": [{"role": "user", "parts": [{"type": "text", "content": "q"}]}],
-        "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "a"}],
-                                               "finish_reason": "stop"}]),
-        "gen_ai.system_instructions": '[{"type": "text", "content": "sys"}]',
-        "gen_ai.response.id": "r9",
-    })
+    structured = log(
+        "gen_ai.client.inference.operation.details",
+        None,
+        {
+            "gen_ai.input.messages": [{"role": "user", "parts": [{"type": "text", "content": "q"}]}],
+            "gen_ai.output.messages": json.dumps(
+                [{"role": "assistant", "parts": [{"type": "text", "content": "a"}], "finish_reason": "stop"}]
+            ),
+            "gen_ai.system_instructions": '[{"type": "text", "content": "sys"}]',
+            "gen_ai.response.id": "r9",
+        },
+    )
     ins, outs, rid = messages_from_log(structured)
     assert [m["role"] for m in ins or []] == ["system", "user"]
     assert _text_of(outs or []) == ["a"] and rid == "r9"
@@ -796,49 +931,152 @@ def test_log_non_genai_and_odd_bodies() -> None:
 # ------------------------------------------------------------------------------------------- never raises
 
 # Every attribute key normalise_span reads, so random values hit each code path.
-_KEYS = sorted({
-    key
-    for entry in ENTRIES
-    for key in entry["attributes"]
-} | {
-    "gen_ai.system_instructions", "pydantic_ai.all_messages", "events", "all_messages_events", "ai.prompt",
-    "ai.prompt.messages", "ai.response.text", "ai.response.toolCalls", "ai.response.object",
-    "ai.response.providerMetadata", "ai.operationId", "langfuse.observation.cost_details", "llm.cost.total",
-    "operation.cost", "litellm.cost.total", "error.type", "logfire.level_num", "http.response.status_code",
-    "langfuse.observation.level", "gen_ai.guardrail.error.type", "gen_ai.framework.error.type", "db.system",
-    "traceloop.entity.input", "traceloop.entity.output", "gen_ai.tool.call.arguments", "gen_ai.tool.call.result",
-    "gen_ai.prompt.0.content", "gen_ai.prompt.1.tool_calls.0.arguments", "gen_ai.completion.0.content",
-    "llm.input_messages.0.message.contents.0.message_content.text", "gen_ai.prompt.0.content.0.text",
-    "gen_ai.prompt.0", "llm.prompts.0.prompt.text", "llm.choices.0", "deployment.environment.name",
-    "langfuse.trace.metadata.langfuse_user_id", "final_result", "pydantic_ai.tool.deferral.name",
-})
+_KEYS = sorted(
+    {key for entry in ENTRIES for key in entry["attributes"]}
+    | {
+        "gen_ai.system_instructions",
+        "pydantic_ai.all_messages",
+        "events",
+        "all_messages_events",
+        "ai.prompt",
+        "ai.prompt.messages",
+        "ai.response.text",
+        "ai.response.toolCalls",
+        "ai.response.object",
+        "ai.response.providerMetadata",
+        "ai.operationId",
+        "langfuse.observation.cost_details",
+        "llm.cost.total",
+        "operation.cost",
+        "litellm.cost.total",
+        "error.type",
+        "logfire.level_num",
+        "http.response.status_code",
+        "langfuse.observation.level",
+        "gen_ai.guardrail.error.type",
+        "gen_ai.framework.error.type",
+        "db.system",
+        "traceloop.entity.input",
+        "traceloop.entity.output",
+        "gen_ai.tool.call.arguments",
+        "gen_ai.tool.call.result",
+        "gen_ai.prompt.0.content",
+        "gen_ai.prompt.1.tool_calls.0.arguments",
+        "gen_ai.completion.0.content",
+        "llm.input_messages.0.message.contents.0.message_content.text",
+        "gen_ai.prompt.0.content.0.text",
+        "gen_ai.prompt.0",
+        "llm.prompts.0.prompt.text",
+        "llm.choices.0",
+        "deployment.environment.name",
+        "langfuse.trace.metadata.langfuse_user_id",
+        "final_result",
+        "pydantic_ai.tool.deferral.name",
+    }
+)
 
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
-    st.sampled_from(["", "[", "{", "[{", "null", "[1, 2]", '{"a": 1}', "[{\"type\": 3}]", '"quoted"', "-1",
-                     "1e400", "user: hi", '[{"role": 1, "parts": 5}]', '{"messages": 3}', '{"choices": [1]}',
-                     '[{"text": null}]', '{"total": "x", "a": 1}', "chat", "execute_tool", "ERROR"]),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "",
+            "[",
+            "{",
+            "[{",
+            "null",
+            "[1, 2]",
+            '{"a": 1}',
+            '[{"type": 3}]',
+            '"quoted"',
+            "-1",
+            "1e400",
+            "user: hi",
+            '[{"role": 1, "parts": 5}]',
+            '{"messages": 3}',
+            '{"choices": [1]}',
+            '[{"text": null}]',
+            '{"total": "x", "a": 1}',
+            "chat",
+            "execute_tool",
+            "ERROR",
+        ]
+    ),
 )
 _values = st.recursive(
     _scalars,
     lambda children: st.one_of(
         st.lists(children, max_size=4),
-        st.dictionaries(st.sampled_from(["role", "content", "parts", "type", "text", "message", "tool_calls",
-                                         "id", "name", "arguments", "function", "result", "low", "high",
-                                         "messages", "choices", "input", "output", "total", "finish_reason",
-                                         "toolUse", "image_url", "source", "args", "kwargs"]),
-                        children, max_size=5),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "role",
+                    "content",
+                    "parts",
+                    "type",
+                    "text",
+                    "message",
+                    "tool_calls",
+                    "id",
+                    "name",
+                    "arguments",
+                    "function",
+                    "result",
+                    "low",
+                    "high",
+                    "messages",
+                    "choices",
+                    "input",
+                    "output",
+                    "total",
+                    "finish_reason",
+                    "toolUse",
+                    "image_url",
+                    "source",
+                    "args",
+                    "kwargs",
+                ]
+            ),
+            children,
+            max_size=5,
+        ),
     ),
     max_leaves=12,
 )
 _events = st.lists(
-    st.builds(SpanEvent, name=st.sampled_from(["exception", "gen_ai.choice", "gen_ai.user.message",
-                                               "gen_ai.content.prompt", "gen_ai.content.completion", "x"]),
-              time_unix_nano=st.just(0),
-              attributes=st.dictionaries(st.sampled_from(["content", "message", "gen_ai.prompt", "gen_ai.completion",
-                                                          "exception.type", "exception.message", "role", "id"]),
-                                         _values, max_size=3)),
+    st.builds(
+        SpanEvent,
+        name=st.sampled_from(
+            [
+                "exception",
+                "gen_ai.choice",
+                "gen_ai.user.message",
+                "gen_ai.content.prompt",
+                "gen_ai.content.completion",
+                "x",
+            ]
+        ),
+        time_unix_nano=st.just(0),
+        attributes=st.dictionaries(
+            st.sampled_from(
+                [
+                    "content",
+                    "message",
+                    "gen_ai.prompt",
+                    "gen_ai.completion",
+                    "exception.type",
+                    "exception.message",
+                    "role",
+                    "id",
+                ]
+            ),
+            _values,
+            max_size=3,
+        ),
+    ),
     max_size=3,
 )
 
@@ -866,12 +1104,31 @@ def test_never_raises_on_odd_values(attrs: dict[str, Any], name: str, status: st
 
 
 @settings(max_examples=200, deadline=None)
-@given(event_name=st.sampled_from(["gen_ai.user.message", "gen_ai.choice", "gen_ai.tool.message",
-                                   "gen_ai.client.inference.operation.details", "other"]),
-       body=_values,
-       attrs=st.dictionaries(st.sampled_from(["gen_ai.input.messages", "gen_ai.output.messages",
-                                              "gen_ai.system_instructions", "gen_ai.response.id", "event.name"]),
-                             _values, max_size=4))
+@given(
+    event_name=st.sampled_from(
+        [
+            "gen_ai.user.message",
+            "gen_ai.choice",
+            "gen_ai.tool.message",
+            "gen_ai.client.inference.operation.details",
+            "other",
+        ]
+    ),
+    body=_values,
+    attrs=st.dictionaries(
+        st.sampled_from(
+            [
+                "gen_ai.input.messages",
+                "gen_ai.output.messages",
+                "gen_ai.system_instructions",
+                "gen_ai.response.id",
+                "event.name",
+            ]
+        ),
+        _values,
+        max_size=4,
+    ),
+)
 def test_messages_from_log_never_raises(event_name: str, body: Any, attrs: dict[str, Any]) -> None:
     ins, outs, rid = messages_from_log(log(event_name, body, attrs))
     assert ins is None or isinstance(ins, list)
@@ -879,24 +1136,57 @@ def test_messages_from_log_never_raises(event_name: str, body: Any, attrs: dict[
     assert rid is None or isinstance(rid, str)
 
 
-_PLAIN_KEYS = ["http.route", "http.request.method", "http.response.status_code", "http.status_code", "url.path",
-               "server.address", "db.system", "db.statement", "user.id", "session.id", "enduser.id", "error.type",
-               "deployment.environment", "deployment.environment.name", "service.name", "exception.type"]
+_PLAIN_KEYS = [
+    "http.route",
+    "http.request.method",
+    "http.response.status_code",
+    "http.status_code",
+    "url.path",
+    "server.address",
+    "db.system",
+    "db.statement",
+    "user.id",
+    "session.id",
+    "enduser.id",
+    "error.type",
+    "deployment.environment",
+    "deployment.environment.name",
+    "service.name",
+    "exception.type",
+]
 
 
 @settings(max_examples=300, deadline=None)
 @given(
     attrs=st.dictionaries(st.sampled_from(_PLAIN_KEYS), _values, max_size=6),
-    name=st.sampled_from(["GET /x", "chat room", "invoke_agent bot", "execute_tool t", "x.tool", "a.workflow",
-                          "openai.embeddings", "apply_guardrail g", "agent run", ""]),
+    name=st.sampled_from(
+        [
+            "GET /x",
+            "chat room",
+            "invoke_agent bot",
+            "execute_tool t",
+            "x.tool",
+            "a.workflow",
+            "openai.embeddings",
+            "apply_guardrail g",
+            "agent run",
+            "",
+        ]
+    ),
     status=st.sampled_from(["UNSET", "ERROR"]),
     server=st.sampled_from([None, "api.openai.com", "example.com", "x.openai.azure.com"]),
 )
 def test_plain_fast_path_matches_full_path(attrs: dict[str, Any], name: str, status: str, server: str | None) -> None:
     if server is not None:
         attrs["server.address"] = server
-    plain = span(attrs, name, status=status, status_message="boom: x", resource={"deployment.environment": "p"},
-                 events=[SpanEvent("exception", 1, {"exception.type": "boom", "exception.message": "m"})])
+    plain = span(
+        attrs,
+        name,
+        status=status,
+        status_message="boom: x",
+        resource={"deployment.environment": "p"},
+        events=[SpanEvent("exception", 1, {"exception.type": "boom", "exception.message": "m"})],
+    )
     assert not normalise_module._has_genai_signal(plain, attrs)
     assert normalise_module._normalise_plain(plain, attrs) == normalise_module._normalise_genai(plain, attrs)
 
