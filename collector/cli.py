@@ -65,9 +65,51 @@ def cmd_collector(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+_TRACE_SUMMARY_SQL = """
+SELECT any_value(service_name) AS service, count(*) AS spans,
+       string_agg(DISTINCT span_type, ',' ORDER BY span_type) AS span_types,
+       sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+       round(sum(cost_usd) FILTER (WHERE span_type IN ('llm', 'embedding')), 6) AS cost_usd,
+       bool_or(is_error) AS error
+FROM spans GROUP BY trace_id ORDER BY min(start_time_unix_nano) DESC LIMIT 10"""
+
+
+def _print_welcome(settings: Settings, grpc_port: int, http_port: int) -> None:
+    from store.views import connect
+
+    con = connect(settings.lake_dir)
+    try:
+        print("\nLatest traces in the lake:", flush=True)
+        con.sql(_TRACE_SUMMARY_SQL).show(max_width=160)
+    finally:
+        con.close()
+    host, data = settings.host, settings.data_dir
+    lines = [
+        f"agentflight is running; data in {data.resolve()}",
+        f"  Point an agent at it:  OTEL_EXPORTER_OTLP_ENDPOINT=http://{host}:{http_port}  (gRPC: {host}:{grpc_port})",
+        f"  Query the lake:        .venv/bin/agentflight sql --data-dir {data}",
+        f"  Ingest health:         http://{host}:{http_port}/health   (Prometheus: /metrics)",
+        "Press Ctrl-C to stop.",
+    ]
+    print("\n".join(lines), flush=True)
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    """Everything on the embedded default: collector (and the API and UI once present)."""
-    return cmd_collector(settings, args)
+    """Everything on the embedded default: the collector, with sample traces on a first run."""
+    from collector.seed import send_samples
+    from collector.service import Collector
+
+    collector = Collector(settings).start()
+    fresh = not collector.lake.parts("spans")
+    if fresh and not args.no_samples and not collector.keys.enabled:
+        sent = send_samples(settings.host, collector.http_port)
+        collector.flush()
+        log.info("first run: loaded %d sample export(s) through the OTLP receiver", sent)
+    _print_welcome(settings, collector.grpc_port, collector.http_port)
+    _wait_for_signal()
+    log.info("shutting down: publishing what is buffered")
+    collector.stop()
+    return 0
 
 
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
@@ -152,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sql":
             command.add_argument("--project", default=None, help="see only this project's data")
             command.add_argument("-c", "--query", default=None, help="run one query and exit")
+        if name == "up":
+            command.add_argument("--no-samples", action="store_true", help="do not load sample traces on a first run")
         if name == "reprice":
             command.add_argument("--project", default=None, help="only this project")
         if name == "keys":
@@ -175,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per sample export is noise
     try:
         return int(args.handler(settings, args))
     except (ValueError, OSError, RuntimeError) as exc:

@@ -149,3 +149,10 @@ def markdown_table(columns: list[tuple[str, pa.DataType, str]]) -> str:
     for name, dtype, doc in columns:
         lines.append(f"| `{name}` | {dtype} | {doc} |")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # regenerates the README's schema section
+    print("#### `spans`\n")
+    print(markdown_table(SPAN_COLUMNS))
+    print("\n#### `events`\n")
+    print(markdown_table(EVENT_COLUMNS))
