@@ -41,16 +41,18 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=dest, default=None, **options)
 
 
-def _wait_for_signal() -> None:
+def _stop_on_signal() -> threading.Event:
+    """Installed before anything starts, so a Ctrl-C during start-up still stops cleanly."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    return stop
 
 
 def cmd_collector(settings: Settings, args: argparse.Namespace) -> int:
     from collector.service import Collector
 
+    stop = _stop_on_signal()
     collector = Collector(settings).start()
     log.info(
         "agentflight collector ready: OTLP gRPC %s:%d, OTLP HTTP %s:%d (health: /health, metrics: /metrics)",
@@ -59,7 +61,7 @@ def cmd_collector(settings: Settings, args: argparse.Namespace) -> int:
         settings.host,
         collector.http_port,
     )
-    _wait_for_signal()
+    stop.wait()
     log.info("shutting down: publishing what is buffered")
     collector.stop()
     return 0
@@ -99,6 +101,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from collector.seed import send_samples
     from collector.service import Collector
 
+    stop = _stop_on_signal()
     collector = Collector(settings).start()
     fresh = not collector.lake.parts("spans")
     if fresh and not args.no_samples and not collector.keys.enabled:
@@ -106,7 +109,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         collector.flush()
         log.info("first run: loaded %d sample export(s) through the OTLP receiver", sent)
     _print_welcome(settings, collector.grpc_port, collector.http_port)
-    _wait_for_signal()
+    stop.wait()
     log.info("shutting down: publishing what is buffered")
     collector.stop()
     return 0

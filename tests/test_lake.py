@@ -1,0 +1,161 @@
+"""The lake over data that came through the collector: dedup on read, compaction, retention, re-pricing,
+project-scoped views, and the writer lock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from collector.reprice import reprice_lake
+from collector.service import Collector, ProjectPricers
+from store.lake import Lake, WriterLock
+from store.schema import SCHEMA_VERSION_KEY
+from store.views import connect
+from tests.conftest import CAPTURED, REPO, grpc_export, query, start_collector
+from tests.test_bad_input import _request
+
+TAU = (CAPTURED / "tau_replay_openinference_10.binpb").read_bytes()
+
+
+def _totals(c: Collector) -> tuple[int, int, float]:
+    row = query(c, "SELECT count(*), sum(input_tokens), round(sum(cost_usd), 9) FROM spans")[0]
+    return int(row[0]), int(row[1] or 0), float(row[2] or 0)
+
+
+def test_sending_everything_twice_changes_no_number(collector: Collector) -> None:
+    grpc_export(collector.grpc_port, TAU)
+    collector.flush()
+    once = _totals(collector)
+    grpc_export(collector.grpc_port, TAU)
+    collector.flush()
+    assert _totals(collector) == once
+    assert query(collector, "SELECT count(*) FROM spans_raw")[0][0] == 2 * once[0]
+    assert once[0] == 209 and once[1] > 0
+
+
+def test_compaction_merges_parts_and_removes_duplicates(collector: Collector) -> None:
+    for _ in range(3):
+        grpc_export(collector.grpc_port, TAU)
+        collector.flush()
+    before = _totals(collector)
+    parts = collector.lake.parts("spans")
+    assert len(parts) >= 3
+    groups = list(collector.lake.compaction_candidates("spans", min_parts=2, small_bytes=1 << 30))
+    assert len(groups) == 1
+    merged, duplicates = collector.lake.compact(groups[0])
+    assert duplicates == 2 * 209
+    assert [p.path for p in collector.lake.parts("spans")] == [merged.path]
+    assert pq.read_schema(merged.path).metadata[SCHEMA_VERSION_KEY] == b"1"
+    assert pq.read_metadata(merged.path).num_rows == 209
+    assert _totals(collector) == before
+    # Rows are sorted by trace so that one trace is found in few row groups.
+    trace_ids = pq.read_table(merged.path, columns=["trace_id"]).column(0).to_pylist()
+    assert trace_ids == sorted(trace_ids)
+
+
+def test_retention_drops_whole_old_partitions(collector: Collector) -> None:
+    old = _request(["old"], trace_byte=3)
+    old_day = dt.datetime(2020, 1, 2, tzinfo=dt.UTC)
+    for span in old.resource_spans[0].scope_spans[0].spans:
+        span.start_time_unix_nano = int(old_day.timestamp() * 1e9)
+        span.end_time_unix_nano = span.start_time_unix_nano + 10
+    grpc_export(collector.grpc_port, old.SerializeToString())
+    grpc_export(collector.grpc_port, _request(["new"], trace_byte=4).SerializeToString())
+    collector.flush()
+    assert sorted(r[0] for r in query(collector, "SELECT name FROM spans")) == ["new", "old"]
+    dropped = collector.lake.drop_older_than(365)
+    assert [p.name for p in dropped] == ["date=2020-01-02"]
+    assert [r[0] for r in query(collector, "SELECT name FROM spans")] == ["new"]
+
+
+def test_views_for_one_project_never_show_another(tmp_path: Path) -> None:
+    from store.keys import create_key
+
+    data = tmp_path / "data"
+    key_a, _ = create_key(data / "keys.json", "acme")
+    key_b, _ = create_key(data / "keys.json", "globex")
+    c = start_collector(data)
+    try:
+        grpc_export(c.grpc_port, _request(["a-span"]).SerializeToString(), metadata=[("x-api-key", key_a)])
+        grpc_export(c.grpc_port, _request(["b-span"]).SerializeToString(), metadata=[("x-api-key", key_b)])
+        c.flush()
+        assert query(c, "SELECT name FROM spans", project="acme") == [("a-span",)]
+        assert query(c, "SELECT name FROM spans_raw", project="globex") == [("b-span",)]
+        assert query(c, "SELECT count(*) FROM spans")[0][0] == 2
+    finally:
+        c.stop()
+
+
+def test_reprice_applies_a_new_override_to_stored_spans(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    c = start_collector(data)
+    try:
+        grpc_export(c.grpc_port, TAU)
+        c.flush()
+        before = query(c, "SELECT count(*) FROM spans WHERE cost_status = 'override'")[0][0]
+        model = query(c, "SELECT coalesce(response_model, request_model) FROM spans WHERE input_tokens > 0 LIMIT 1")
+    finally:
+        c.stop()
+    assert before == 0 and model
+    prices = data / "prices"
+    prices.mkdir()
+    (prices / "default.toml").write_text(
+        f'[[model]]\nmatch = "{model[0][0]}"\ninput_mtok = 1000\noutput_mtok = 2000\n'
+    )
+    report = reprice_lake(data / "lake", ProjectPricers(prices).for_project)
+    assert report.parts >= 1 and report.changed > 0
+    con = connect(data / "lake")
+    row = con.execute(
+        "SELECT count(*), sum(cost_usd), sum(input_tokens * 1000 / 1e6 + output_tokens * 2000 / 1e6) "
+        "FROM spans WHERE cost_status = 'override'"
+    ).fetchone()
+    assert row is not None and row[0] > 0 and abs(row[1] - row[2]) < 1e-6
+    assert con.execute("SELECT count(*) FROM spans").fetchone() == (209,)
+
+
+def test_one_writer_per_lake(collector: Collector) -> None:
+    with pytest.raises(RuntimeError, match="another agentflight writer"):
+        WriterLock(collector.settings.lake_dir).acquire()
+
+
+def test_part_names_and_layout(collector: Collector) -> None:
+    grpc_export(collector.grpc_port, _request(["x"]).SerializeToString())
+    collector.flush()
+    (part,) = Lake(collector.settings.lake_dir).parts("spans")
+    assert part.path.name.startswith("part-") and "-w0-" in part.path.name
+    assert part.path.relative_to(collector.settings.lake_dir).parts[:2] == ("spans", "project=default")
+
+
+def test_agentflight_up_shows_sample_traces(tmp_path: Path) -> None:
+    """The README's run command on an empty data directory: real traces to look at, then a clean stop."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collector.cli", "up", "--data-dir", str(tmp_path / "d"), "--grpc-port", "0",
+         "--http-port", "0"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        seen.append(line)
+        if "Press Ctrl-C to stop." in line or not line:
+            break
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0
+    output = "".join(seen)
+    assert "capture-otel_v2" in output and "js-agent" in output and "capture-openinference" in output
+    con = connect(tmp_path / "d" / "lake")
+    assert con.execute("SELECT count(*) FROM spans").fetchone() == (13,)
