@@ -7,7 +7,6 @@ per-span dicts into Arrow (29.7k vs 13.7k spans/s), so batches are accumulated a
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from collector.messages import dumps as to_json
 from collector.normalise import messages_from_log, normalise_span
 from collector.otlp_model import DecodedLog, DecodedSpan
 from collector.pricing import CostResult, Pricer
@@ -22,21 +22,20 @@ from store.lake import partition_date
 from store.schema import EVENT_COLUMN_NAMES, EVENT_SCHEMA, SPAN_COLUMN_NAMES, SPAN_SCHEMA
 
 log = logging.getLogger(__name__)
-_JSON_SEPARATORS = (",", ":")
 _MODEL_TYPES = frozenset(("llm", "embedding"))
 
 
-def to_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=_JSON_SEPARATORS, default=str)
-
-
 def _event_json(span: DecodedSpan) -> str:
+    if not span.events:
+        return "[]"
     return to_json(
         [{"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": e.attributes} for e in span.events]
     )
 
 
 def _link_json(span: DecodedSpan) -> str:
+    if not span.links:
+        return "[]"
     return to_json([{"trace_id": ln.trace_id, "span_id": ln.span_id, "attributes": ln.attributes} for ln in span.links])
 
 
@@ -53,25 +52,57 @@ class IngestStats:
     failed_spans: int = 0
 
 
-class PartitionBuffer:
-    """Rows waiting to be published, one column-list set per (table, project, date) partition."""
+# The span row in schema order; checked against store.schema at import so the two cannot drift.
+_SPAN_ROW_ORDER = (
+    "project", "trace_id", "span_id", "parent_span_id", "name", "kind", "span_type", "service_name", "scope_name",
+    "scope_version", "start_time_unix_nano", "end_time_unix_nano", "status_code", "status_message", "provider",
+    "request_model", "response_model", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+    "reasoning_tokens", "total_tokens", "cost_usd", "input_cost_usd", "output_cost_usd", "cost_status",
+    "cost_source", "price_model", "reported_cost_usd", "reported_cost_source", "user_id", "session_id",
+    "agent_name", "tool_name", "tool_call_id", "tool_arguments", "tool_result", "prompt_name", "prompt_version",
+    "finish_reason", "response_id", "error_type", "error_message", "is_error", "environment", "input_messages",
+    "output_messages", "attributes", "events", "links", "resource", "dropped_attributes_count",
+    "received_at_unix_nano",
+)  # fmt: skip
+assert list(_SPAN_ROW_ORDER) == SPAN_COLUMN_NAMES, "rows.py span row order differs from store/schema.py"
+
+
+class _DayNames:
+    """Partition dates by day number: strftime per span measured 4.6 µs, a dict hit 0.05 µs."""
+
+    _NS_PER_DAY = 86_400 * 1_000_000_000
 
     def __init__(self) -> None:
-        self._columns: dict[tuple[str, str, str], dict[str, list[Any]]] = {}
+        self._names: dict[int, str] = {}
+
+    def __call__(self, unix_nano: int) -> str:
+        day = unix_nano // self._NS_PER_DAY
+        name = self._names.get(day)
+        if name is None:
+            name = self._names[day] = partition_date(unix_nano)
+        return name
+
+
+class PartitionBuffer:
+    """Rows waiting to be published, as row tuples per (table, project, date) partition; drain() turns
+    each partition into one Arrow table (a C-level transpose, cheaper than appending to 54 column lists)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str, str], list[tuple[Any, ...]]] = {}
+        self._day = _DayNames()
         self.rows = 0
 
-    def _target(self, table: str, project: str, date: str) -> dict[str, list[Any]]:
+    def _target(self, table: str, project: str, date: str) -> list[tuple[Any, ...]]:
         key = (table, project, date)
-        columns = self._columns.get(key)
-        if columns is None:
-            names = SPAN_COLUMN_NAMES if table == "spans" else EVENT_COLUMN_NAMES
-            columns = {name: [] for name in names}
-            self._columns[key] = columns
-        return columns
+        rows = self._rows.get(key)
+        if rows is None:
+            rows = self._rows[key] = []
+        return rows
 
     def add_spans(
         self, project: str, received_at: int, spans: list[DecodedSpan], pricer: Pricer, stats: IngestStats
     ) -> None:
+        resource_cache: dict[int, tuple[str, str | None]] = {}
         for span in spans:
             try:
                 fields, cost = self._enrich(span, pricer)
@@ -80,36 +111,27 @@ class PartitionBuffer:
                 stats.failed_spans += 1
                 continue
             _count_quality(fields, cost.cost_status, stats)
-            columns = self._target("spans", project, partition_date(span.start_time_unix_nano))
-            row: dict[str, Any] = {
-                "project": project,
-                "trace_id": span.trace_id,
-                "span_id": span.span_id,
-                "parent_span_id": span.parent_span_id,
-                "name": span.name,
-                "kind": span.kind,
-                "service_name": _service_name(span.resource),
-                "scope_name": span.scope_name,
-                "scope_version": span.scope_version,
-                "start_time_unix_nano": span.start_time_unix_nano,
-                "end_time_unix_nano": span.end_time_unix_nano,
-                "status_code": span.status_code,
-                "status_message": span.status_message,
-                "cost_usd": cost.cost_usd,
-                "input_cost_usd": cost.input_cost_usd,
-                "output_cost_usd": cost.output_cost_usd,
-                "cost_status": cost.cost_status,
-                "cost_source": cost.cost_source,
-                "price_model": cost.price_model,
-                "attributes": to_json(span.attributes),
-                "events": _event_json(span),
-                "links": _link_json(span),
-                "resource": to_json(span.resource),
-                "dropped_attributes_count": span.dropped_attributes_count,
-                "received_at_unix_nano": received_at,
-            }
-            for name, values in columns.items():
-                values.append(row[name] if name in row else fields.get(name))
+            # Spans of one resource share its dict: serialise it once per request, not once per span.
+            resource = resource_cache.get(id(span.resource))
+            if resource is None:
+                resource = resource_cache[id(span.resource)] = (to_json(span.resource), _service_name(span.resource))
+            f = fields
+            self._target("spans", project, self._day(span.start_time_unix_nano)).append(
+                (
+                    project, span.trace_id, span.span_id, span.parent_span_id, span.name, span.kind,
+                    f["span_type"], resource[1], span.scope_name, span.scope_version, span.start_time_unix_nano,
+                    span.end_time_unix_nano, span.status_code, span.status_message, f["provider"],
+                    f["request_model"], f["response_model"], f["input_tokens"], f["output_tokens"],
+                    f["cache_read_tokens"], f["cache_write_tokens"], f["reasoning_tokens"], f["total_tokens"],
+                    cost.cost_usd, cost.input_cost_usd, cost.output_cost_usd, cost.cost_status, cost.cost_source,
+                    cost.price_model, f["reported_cost_usd"], f["reported_cost_source"], f["user_id"],
+                    f["session_id"], f["agent_name"], f["tool_name"], f["tool_call_id"], f["tool_arguments"],
+                    f["tool_result"], f["prompt_name"], f["prompt_version"], f["finish_reason"], f["response_id"],
+                    f["error_type"], f["error_message"], f["is_error"], f["environment"], f["input_messages"],
+                    f["output_messages"], to_json(span.attributes), _event_json(span), _link_json(span),
+                    resource[0], span.dropped_attributes_count, received_at,
+                )
+            )  # fmt: skip
             stats.spans += 1
             self.rows += 1
 
@@ -152,7 +174,6 @@ class PartitionBuffer:
                     attributes,
                 )
             )
-            columns = self._target("events", project, partition_date(record.time_unix_nano))
             row: dict[str, Any] = {
                 "project": project,
                 "event_id": hashlib.blake2b(identity.encode(), digest_size=16).hexdigest(),
@@ -172,18 +193,21 @@ class PartitionBuffer:
                 "resource": to_json(record.resource),
                 "received_at_unix_nano": received_at,
             }
-            for name, values in columns.items():
-                values.append(row[name])
+            rows = self._target("events", project, self._day(record.time_unix_nano))
+            rows.append(tuple(row[name] for name in EVENT_COLUMN_NAMES))
             stats.events += 1
             self.rows += 1
 
     def drain(self) -> list[tuple[str, str, str, pa.Table]]:
         """Every buffered partition as an Arrow table; the buffer is empty afterwards."""
         out = []
-        for (table, project, date), columns in self._columns.items():
+        for (table, project, date), rows in self._rows.items():
             schema = SPAN_SCHEMA if table == "spans" else EVENT_SCHEMA
-            out.append((table, project, date, pa.Table.from_pydict(columns, schema=schema)))
-        self._columns = {}
+            columns = [
+                pa.array(values, type=fld.type) for values, fld in zip(zip(*rows, strict=True), schema, strict=True)
+            ]
+            out.append((table, project, date, pa.Table.from_arrays(columns, schema=schema)))
+        self._rows = {}
         self.rows = 0
         return out
 
