@@ -30,6 +30,7 @@ _COMMON_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--max-inflight-bytes", {"help": "request bytes held in memory at once before refusing (default 256 MiB)"}),
     ("--max-wal-backlog-bytes", {"help": "unpublished WAL bytes before refusing with retry (default 1 GiB)"}),
     ("--flush-interval-seconds", {"help": "longest a span waits before it is queryable (default 1.0)"}),
+    ("--writer-processes", {"help": "lake writer processes (default 2, one per core)"}),
     ("--retention-days", {"help": "drop date partitions older than this (default: keep forever)"}),
     ("--log-level", {"help": "DEBUG, INFO, WARNING or ERROR (default INFO)"}),
 ]
@@ -144,8 +145,8 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_reprice(settings: Settings, args: argparse.Namespace) -> int:
+    from collector.pricing import ProjectPricers
     from collector.reprice import reprice_lake
-    from collector.service import ProjectPricers
 
     report = reprice_lake(settings.lake_dir, ProjectPricers(settings.prices_dir).for_project, project=args.project)
     print(

@@ -34,6 +34,7 @@ class Settings:
     max_inflight_bytes: int = 256 * MIB  # request bytes held in memory across all receivers at once
     max_wal_backlog_bytes: int = 1024 * MIB  # logged but not yet published; beyond it, clients are told to retry
     flush_interval_seconds: float = 1.0
+    writer_processes: int = 2  # lake writer processes (decode, normalise, price, Parquet); one per core
     retention_days: int | None = None
     log_level: str = "INFO"
 
@@ -105,6 +106,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_inflight_bytes": _positive_int,
     "max_wal_backlog_bytes": _positive_int,
     "flush_interval_seconds": _positive_float,
+    "writer_processes": _positive_int,
     "retention_days": _positive_int,
     "log_level": _log_level,
 }

@@ -555,7 +555,10 @@ def event_message(event_name: Any, body: Any) -> tuple[bool, Message] | None:
     if not isinstance(body, dict):
         return None
     if event_name == "gen_ai.choice" or (event_name is None and _is_choice(body)):
-        return True, choice_message(body)
+        choice = choice_message(body)
+        if not choice["parts"] and "finish_reason" not in choice:
+            return None  # a choice recorded without content (capture off, e.g. only {"index": 0}): no message
+        return True, choice
     if event_name is None:
         return False, to_message(body, "user")
     role = _event_role(event_name)

@@ -192,6 +192,7 @@ _ERROR_SIGNAL_KEYS = (
 )
 _FAMILY_PREFIXES = tuple(prefix for prefix, _ in _INDEXED_FAMILIES)
 _FAMILY_BY_PREFIX = dict(_INDEXED_FAMILIES)
+_FAMILY_MARKERS = tuple("\n" + prefix for prefix in _FAMILY_PREFIXES)  # a key starting with a family prefix
 # A span with no key under these namespaces / named here (and no gen_ai.* event, scope not "ai") carries no
 # GenAI signal: it takes the plain path (span name type, user/session, errors, environment only).
 _SIGNAL_PREFIXES = (
@@ -347,8 +348,10 @@ class _KeyScan:
     """Lazy look at the attribute keys for prefix families (indexed messages, guardrail, retrieval, embedding).
 
     The keys are joined into one newline-separated text once, so a family's absence costs one C-level
-    substring search instead of a Python loop over every key. Indexed families always carry index 0, so
-    ``".0."`` absent from every key means there is no indexed content and the per-key pass is skipped.
+    substring search instead of a Python loop over every key. The per-key pass runs only when some key starts
+    with an indexed family prefix (one search per prefix). Indexes need not start at 0: OpenInference's
+    Responses-API spans number input messages from 1 when there are no instructions, and the SDK's attribute
+    limit evicts the oldest (lowest-index) keys first.
     """
 
     __slots__ = ("_attrs", "_families", "_flags", "_text")
@@ -383,7 +386,8 @@ class _KeyScan:
         """Indexed family name -> {rest of key after the family prefix: value}."""
         if self._families is None:
             families: dict[str, dict[str, Any]] = {}
-            if ".0." in self._keys_text():
+            text = self._keys_text()
+            if any(marker in text for marker in _FAMILY_MARKERS):
                 for key, value in self._attrs.items():
                     if type(key) is not str or not key.startswith(_FAMILY_PREFIXES):
                         continue
@@ -531,11 +535,16 @@ def _provider(attrs: dict[str, Any], server_address: str | None, request_model: 
 def _request_model(attrs: dict[str, Any]) -> str | None:
     model = _first_str(attrs, _REQUEST_MODEL_KEYS)
     if model is None:
-        params = attrs.get("llm.invocation_parameters")  # OpenInference: the request model lives here
-        if params is not None:
-            obj = _json_object(params)
-            if obj is not None:
-                model = _to_str(obj.get("model")) or _to_str(obj.get("model_name"))
+        # OpenInference: the request model lives in the invocation parameters (embedding spans have their own
+        # key; a failed embedding call has no embedding.model_name, which OpenInference takes from the response)
+        for key in ("llm.invocation_parameters", "embedding.invocation_parameters"):
+            params = attrs.get(key)
+            if params is not None:
+                obj = _json_object(params)
+                if obj is not None:
+                    model = _to_str(obj.get("model")) or _to_str(obj.get("model_name"))
+                    if model is not None:
+                        break
     return model
 
 

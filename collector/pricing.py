@@ -38,13 +38,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import genai_prices
 from genai_prices import Usage, data_snapshot
 from genai_prices.types import ModelInfo, ModelPrice, Provider, TieredPrices, calc_unit_price
 
-from collector.price_overrides import PriceOverrides
+from collector.price_overrides import PriceOverrides, load_overrides
 
 __all__ = [
     "COST_STATUSES",
@@ -416,3 +417,18 @@ def _reported(cost: float | None, source: str | None) -> CostResult | None:
     if not math.isfinite(value) or value < 0:
         return None
     return CostResult(value, None, None, "reported", f"reported:{source}" if source else "reported", None)
+
+
+class ProjectPricers:
+    """One Pricer per project: <data-dir>/prices/<project>.toml holds that project's price overrides
+    (self-hosted or negotiated prices). A bad file stops start-up with an error naming it."""
+
+    def __init__(self, prices_dir: Path) -> None:
+        self._default = Pricer()
+        self._by_project: dict[str, Pricer] = {}
+        if prices_dir.is_dir():
+            for path in sorted(prices_dir.glob("*.toml")):
+                self._by_project[path.stem] = Pricer(overrides=load_overrides(path))
+
+    def for_project(self, project: str) -> Pricer:
+        return self._by_project.get(project, self._default)

@@ -10,7 +10,6 @@ import logging
 import socket
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import uvicorn
@@ -20,29 +19,14 @@ from collector.grpc_server import start_grpc_server
 from collector.http_server import build_http_app
 from collector.ingest import Ingestor
 from collector.metrics import IngestMetrics
-from collector.price_overrides import load_overrides
-from collector.pricing import Pricer
+from collector.pricing import ProjectPricers
 from collector.wal import WriteAheadLog
-from collector.writer import LakeWriter, WriterSettings
+from collector.writer import WriterSettings
+from collector.writer_pool import WriterPool
 from store.keys import KeyRing
 from store.lake import Lake, WriterLock
 
 log = logging.getLogger(__name__)
-
-
-class ProjectPricers:
-    """One Pricer per project: <data-dir>/prices/<project>.toml holds that project's price overrides
-    (self-hosted or negotiated prices). A bad file stops start-up with an error naming it."""
-
-    def __init__(self, prices_dir: Path) -> None:
-        self._default = Pricer()
-        self._by_project: dict[str, Pricer] = {}
-        if prices_dir.is_dir():
-            for path in sorted(prices_dir.glob("*.toml")):
-                self._by_project[path.stem] = Pricer(overrides=load_overrides(path))
-
-    def for_project(self, project: str) -> Pricer:
-        return self._by_project.get(project, self._default)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -58,7 +42,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 @dataclass
 class Collector:
     settings: Settings
-    writer_settings: WriterSettings = field(default_factory=WriterSettings)
+    writer_settings: WriterSettings | None = None  # default: from settings
     metrics: IngestMetrics = field(default_factory=IngestMetrics)
     grpc_port: int = 0
     http_port: int = 0
@@ -70,9 +54,13 @@ class Collector:
         self.wal = WriteAheadLog(s.wal_dir, fsync=s.fsync)
         self.metrics.wal_quarantined_records = self.wal.quarantined_records
         self.keys = KeyRing(s.keys_path)
-        self.writer = LakeWriter(
-            self.wal, self.lake, ProjectPricers(s.prices_dir).for_project, self.metrics, self.writer_settings
+        ProjectPricers(s.prices_dir)  # a bad price-override file stops start-up here, naming the file
+        writer_settings = self.writer_settings or WriterSettings(
+            flush_interval_seconds=s.flush_interval_seconds,
+            retention_days=s.retention_days,
+            processes=s.writer_processes,
         )
+        self.writer = WriterPool(self.wal, s.lake_dir, s.prices_dir, writer_settings, self.metrics, s.log_level)
         self.ingestor = Ingestor(
             self.wal,
             self.keys,

@@ -1,9 +1,9 @@
-"""The lake writer: tails the WAL, decodes, normalises and prices records, publishes Parquet parts, and
-checkpoints how far it got. It is the lake's only writer (DESIGN invariant 3); it also runs compaction
-and retention between batches.
+"""The lake writer of one WAL shard: tails the WAL, decodes, normalises and prices its records, publishes
+Parquet parts and checkpoints how far it got. Runs in its own process (see writer_pool.py), so decoding
+never competes with the receivers for the GIL; shard k of n takes the records whose sequence % n == k.
 
-A part is published before the checkpoint moves past its records, so a crash in between replays them
-and produces duplicates, which readers remove (at-least-once in, exactly-once on read).
+A part is published before the checkpoint moves past its records, so a crash in between replays them and
+produces duplicates, which readers remove (at-least-once in, exactly-once on read).
 """
 
 from __future__ import annotations
@@ -11,17 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from collector.decode import decode_logs, decode_traces
-from collector.metrics import IngestMetrics
 from collector.pricing import Pricer
 from collector.rows import IngestStats, PartitionBuffer
-from collector.wal import SIGNAL_TRACES, WalPosition, WalReader, WriteAheadLog
+from collector.wal import SIGNAL_TRACES, WalPosition, WalReader, list_segments
 from store.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -29,16 +27,42 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class WriterSettings:
-    flush_rows: int = 50_000  # publish when this many rows are buffered...
+    # Publish when this many rows are buffered... (20k rows of ~2 KB spans keep a writer near 100 MB)
+    flush_rows: int = 20_000
     flush_interval_seconds: float = 1.0  # ...or when the oldest buffered row is this old
-    read_batch_records: int = 512
+    read_batch_records: int = 256
     compact_min_parts: int = 8
     compact_small_bytes: int = 64 * 1024 * 1024
     maintenance_interval_seconds: float = 30.0
     retention_days: int | None = None
+    processes: int = 2  # one per core on the 2-core target machine; the receivers mostly wait on I/O
 
 
-def _load_checkpoint(path: Path) -> WalPosition:
+@dataclass
+class WriterCounters:
+    """Cumulative counts of one writer process, sent to the collector after every publish."""
+
+    spans_written: int = 0
+    logs_written: int = 0
+    spans_dropped: int = 0
+    wal_records_failed: int = 0
+    parts_published: int = 0
+    parts_compacted: int = 0
+    spans_deduplicated: int = 0
+    model_spans_without_model: int = 0
+    model_spans_without_tokens: int = 0
+    spans_without_user: int = 0
+    unknown_price_models: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def checkpoint_path(wal_dir: Path, writer_id: str) -> Path:
+    return wal_dir / f"checkpoint-{writer_id}.json"
+
+
+def load_checkpoint(path: Path) -> WalPosition:
     try:
         doc = json.loads(path.read_text())
         return WalPosition(int(doc["segment"]), int(doc["offset"]))
@@ -47,6 +71,17 @@ def _load_checkpoint(path: Path) -> WalPosition:
     except (ValueError, KeyError, TypeError):
         log.error("writer: checkpoint %s unreadable; replaying the whole WAL (duplicates are removed on read)", path)
         return WalPosition(0, 0)
+
+
+def resume_position(wal_dir: Path) -> WalPosition:
+    """Where every shard resumes: the lowest checkpoint of all. Resuming a shard from its own checkpoint
+    would lose records if the number of shards changed between runs; the lowest one at worst replays
+    a second's worth of records twice, which reads deduplicate."""
+    positions = [load_checkpoint(path) for path in wal_dir.glob("checkpoint-*.json")]
+    if not positions:
+        first = list_segments(wal_dir)
+        return WalPosition(first[0], 0) if first else WalPosition(0, 0)
+    return min(positions)
 
 
 def _store_checkpoint(path: Path, position: WalPosition) -> None:
@@ -61,164 +96,105 @@ def _store_checkpoint(path: Path, position: WalPosition) -> None:
 class LakeWriter:
     def __init__(
         self,
-        wal: WriteAheadLog,
+        wal_dir: Path,
         lake: Lake,
         pricers: Callable[[str], Pricer],
-        metrics: IngestMetrics,
-        settings: WriterSettings | None = None,
+        settings: WriterSettings,
+        *,
+        shard: int = 0,
+        shards: int = 1,
+        start: WalPosition | None = None,
     ) -> None:
-        self.wal = wal
         self.lake = lake
         self.pricers = pricers
-        self._backlog_cache = (0.0, 0)
-        self.metrics = metrics
-        self.settings = settings or WriterSettings()
-        self.checkpoint_path = wal.directory / f"checkpoint-{lake.writer_id}.json"
-        self.published_position = _load_checkpoint(self.checkpoint_path)
-        self._reader = WalReader(wal.directory, self.published_position)
+        self.settings = settings
+        self.shard, self.shards = shard, shards
+        self.counters = WriterCounters()
+        self.checkpoint_path = checkpoint_path(wal_dir, lake.writer_id)
+        self.published_position = start if start is not None else load_checkpoint(self.checkpoint_path)
+        self._reader = WalReader(wal_dir, self.published_position)
         self._buffer = PartitionBuffer()
         self._buffered_since: float | None = None
-        self._buffered_first_received_ns: int | None = None
-        self._stop = threading.Event()
-        self._progress = threading.Condition()
-        self._flush_requested = threading.Event()
-        self._thread: threading.Thread | None = None
         self._last_maintenance = time.monotonic()
-        metrics.wal_depth_bytes = lambda: self.wal.depth_bytes(self.published_position)
-        metrics.flush_lag_seconds = self._flush_lag
 
-    def backlog_bytes(self) -> int:
-        """WAL bytes not yet published, re-measured at most every 100 ms (it is asked on every export)."""
-        measured_at, value = self._backlog_cache
-        now = time.monotonic()
-        if now - measured_at > 0.1:
-            value = self.wal.depth_bytes(self.published_position)
-            self._backlog_cache = (now, value)
-        return value
+    @property
+    def read_position(self) -> WalPosition:
+        return self._reader.position
 
-    def _flush_lag(self) -> float:
-        first = self._buffered_first_received_ns
-        if first is None:
-            return 0.0 if self.wal.durable_position <= self.published_position else 0.001
-        return max(0.0, (time.time_ns() - first) / 1e9)
+    @property
+    def buffered_rows(self) -> int:
+        return self._buffer.rows
 
-    # --- lifecycle --------------------------------------------------------------------------------
+    def publish_due(self) -> bool:
+        return self._buffer.rows >= self.settings.flush_rows or (
+            self._buffered_since is not None
+            and time.monotonic() - self._buffered_since >= self.settings.flush_interval_seconds
+        )
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="lake-writer", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-        self._drain_once()
-        self._publish()
-
-    def flush(self, timeout: float = 60.0) -> None:
-        """Block until everything durable in the WAL when called is published and queryable."""
-        target = self.wal.durable_position
-        deadline = time.monotonic() + timeout
-        with self._progress:
-            while self.published_position < target:
-                self._flush_requested.set()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"writer did not reach {target} within {timeout}s")
-                self._progress.wait(min(remaining, 0.05))
-
-    # --- main loop --------------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                read = self._drain_once()
-                due = self._buffer.rows >= self.settings.flush_rows or (
-                    self._buffered_since is not None
-                    and time.monotonic() - self._buffered_since >= self.settings.flush_interval_seconds
-                )
-                if due or (self._flush_requested.is_set() and read == 0):
-                    self._flush_requested.clear()
-                    self._publish()
-                if read == 0 and not self._flush_requested.is_set():
-                    self.wal.wait_for_change(self.wal.durable_position, timeout=0.05)
-                if time.monotonic() - self._last_maintenance >= self.settings.maintenance_interval_seconds:
-                    self.maintenance()
-            except Exception:  # keep the writer alive: a failure here must never stop ingest
-                log.exception("writer: batch failed; retrying")
-                time.sleep(0.5)
-
-    def _drain_once(self) -> int:
+    def drain_once(self) -> int:
+        """Read and buffer what the WAL holds past the read position (one batch); returns records read."""
         read = 0
         stats = IngestStats()
         for _, record in self._reader.read_available(self.settings.read_batch_records):
             read += 1
+            if record.sequence % self.shards != self.shard:
+                continue
             if self._buffered_since is None:
                 self._buffered_since = time.monotonic()
-                self._buffered_first_received_ns = record.received_at_unix_nano
             try:
                 if record.signal == SIGNAL_TRACES:
                     spans, skipped = decode_traces(record.body)
-                    self._buffer.add_spans(
-                        record.project, record.received_at_unix_nano, spans, self.pricers(record.project), stats
-                    )
+                    pricer = self.pricers(record.project)
+                    self._buffer.add_spans(record.project, record.received_at_unix_nano, spans, pricer, stats)
                 else:
                     logs, skipped = decode_logs(record.body, record.received_at_unix_nano)
                     self._buffer.add_logs(record.project, record.received_at_unix_nano, logs, stats)
             except Exception:
                 # Admission already parsed this request, so this is a bug, not bad input: count the loss loudly.
                 log.exception("writer: could not decode WAL record %d; its items are dropped", record.sequence)
-                with self.metrics.lock:
-                    self.metrics.wal_records_failed += 1
+                self.counters.wal_records_failed += 1
                 continue
-            if skipped:
-                with self.metrics.lock:
-                    self.metrics.spans_dropped += skipped
-        if read:
-            with self.metrics.lock:
-                self.metrics.spans_without_user += stats.spans_without_user
-                self.metrics.model_spans_without_model += stats.model_spans_without_model
-                self.metrics.model_spans_without_tokens += stats.model_spans_without_tokens
-                self.metrics.unknown_price_models.update(stats.unknown_price_models)
-                self.metrics.spans_dropped += stats.failed_spans
+            self.counters.spans_dropped += skipped
+        c = self.counters
+        c.spans_without_user += stats.spans_without_user
+        c.model_spans_without_model += stats.model_spans_without_model
+        c.model_spans_without_tokens += stats.model_spans_without_tokens
+        c.spans_dropped += stats.failed_spans
+        for model, count in stats.unknown_price_models.items():
+            c.unknown_price_models[model] = c.unknown_price_models.get(model, 0) + count
         return read
 
-    def _publish(self) -> None:
+    def publish(self) -> None:
+        """Publish everything buffered, then move the checkpoint to the read position."""
         position = self._reader.position
         tables = self._buffer.drain()
-        written = {"spans": 0, "events": 0}
         for table, project, date, data in tables:
             self.lake.publish(table, project, date, data, {"wal_end": f"{position.segment}:{position.offset}"})
-            written[table] += data.num_rows
+            if table == "spans":
+                self.counters.spans_written += data.num_rows
+            else:
+                self.counters.logs_written += data.num_rows
+        self.counters.parts_published += len(tables)
         if position != self.published_position:
             _store_checkpoint(self.checkpoint_path, position)
-        with self.metrics.lock:
-            self.metrics.spans_written += written["spans"]
-            self.metrics.logs_written += written["events"]
-            self.metrics.parts_published += len(tables)
-            if tables:
-                self.metrics.last_publish_unix = time.time()
+        self.published_position = position
         self._buffered_since = None
-        self._buffered_first_received_ns = None
-        with self._progress:
-            self.published_position = position
-            self._progress.notify_all()
-        self.wal.remove_segments_before(position)
+
+    def maintenance_due(self) -> bool:
+        return time.monotonic() - self._last_maintenance >= self.settings.maintenance_interval_seconds
 
     def maintenance(self) -> None:
-        """Compaction of small parts, retention, and deletion of retired parts."""
+        """Compaction of small parts, retention, and deletion of retired parts (shard 0 only)."""
         self._last_maintenance = time.monotonic()
         for table in ("spans", "events"):
-            for group in list(
-                self.lake.compaction_candidates(
-                    table, self.settings.compact_min_parts, self.settings.compact_small_bytes
-                )
-            ):
+            candidates = self.lake.compaction_candidates(
+                table, self.settings.compact_min_parts, self.settings.compact_small_bytes
+            )
+            for group in list(candidates):
                 _, duplicates = self.lake.compact(group)
-                with self.metrics.lock:
-                    self.metrics.parts_compacted += len(group)
-                    if table == "spans":
-                        self.metrics.spans_deduplicated += duplicates
+                self.counters.parts_compacted += len(group)
+                if table == "spans":
+                    self.counters.spans_deduplicated += duplicates
         if self.settings.retention_days is not None:
             for dropped in self.lake.drop_older_than(self.settings.retention_days):
                 log.info("retention: dropped %s", dropped)

@@ -14,8 +14,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from collector.pricing import ProjectPricers
 from collector.reprice import reprice_lake
-from collector.service import Collector, ProjectPricers
+from collector.service import Collector
 from store.lake import Lake, WriterLock
 from store.schema import SCHEMA_VERSION_KEY
 from store.views import connect

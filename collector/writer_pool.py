@@ -1,0 +1,245 @@
+"""The writer processes of a collector: starts one LakeWriter per WAL shard in its own process, relays
+their progress and counters, answers flush(), restarts a writer that dies, and trims consumed WAL segments.
+
+Protocol over one duplex pipe per writer:
+    collector → writer: ("flush", segment, offset) | ("stop",)
+    writer → collector: ("progress", segment, offset, counters)   after every publish
+Processes come from a forkserver with the writer's imports preloaded, so starting one takes milliseconds
+and never forks the collector's gRPC threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from collector.metrics import IngestMetrics
+from collector.wal import WalPosition, WriteAheadLog
+from collector.writer import LakeWriter, WriterSettings, resume_position
+
+log = logging.getLogger(__name__)
+
+_IDLE_POLL_SECONDS = 0.02  # how often an idle writer looks for new WAL records (latency to queryable)
+_RESTART_DELAY_SECONDS = 1.0
+
+
+def _context() -> multiprocessing.context.ForkServerContext:
+    ctx = multiprocessing.get_context("forkserver")
+    assert isinstance(ctx, multiprocessing.context.ForkServerContext)
+    ctx.set_forkserver_preload(["collector.writer", "collector.pricing", "store.lake"])
+    return ctx
+
+
+def run_writer(
+    lake_dir: Path, wal_dir: Path, prices_dir: Path, settings: WriterSettings, shard: int, start: WalPosition,
+    conn: Connection, log_level: str,
+) -> None:  # fmt: skip
+    """Entry point of a writer process."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[w%(process)d]: %(message)s")
+    from collector.pricing import ProjectPricers
+    from store.lake import Lake
+
+    writer = LakeWriter(
+        wal_dir,
+        Lake(lake_dir, writer_id=f"w{shard}"),
+        ProjectPricers(prices_dir).for_project,
+        settings,
+        shard=shard,
+        shards=settings.processes,
+        start=start,
+    )
+    flush_target: WalPosition | None = None
+    stopping = False
+    while True:
+        while conn.poll(0):
+            message = conn.recv()
+            if message[0] == "flush":
+                target = WalPosition(message[1], message[2])
+                flush_target = target if flush_target is None else max(flush_target, target)
+            elif message[0] == "stop":
+                stopping = True
+        try:
+            read = writer.drain_once()
+            caught_up = flush_target is not None and writer.read_position >= flush_target and read == 0
+            if writer.publish_due() or caught_up or (stopping and read == 0):
+                writer.publish()
+                conn.send(("progress", writer.published_position.segment, writer.published_position.offset,
+                           writer.counters.as_dict()))  # fmt: skip
+                if caught_up:
+                    flush_target = None
+            if stopping and read == 0:
+                return
+            if shard == 0 and writer.maintenance_due():
+                writer.maintenance()
+                conn.send(("progress", writer.published_position.segment, writer.published_position.offset,
+                           writer.counters.as_dict()))  # fmt: skip
+            if read == 0:
+                conn.poll(_IDLE_POLL_SECONDS)
+        except (BrokenPipeError, EOFError):
+            log.warning("writer %d: collector went away; stopping", shard)
+            return
+        except Exception:  # a failing batch must never stop the writer: log, back off, retry
+            log.exception("writer %d: batch failed; retrying", shard)
+            time.sleep(0.5)
+
+
+@dataclass
+class _Writer:
+    shard: int
+    process: BaseProcess | None = None
+    conn: Connection | None = None
+    position: WalPosition = field(default_factory=lambda: WalPosition(0, 0))
+    counters: dict[str, Any] = field(default_factory=dict)
+    send_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class WriterPool:
+    def __init__(
+        self,
+        wal: WriteAheadLog,
+        lake_dir: Path,
+        prices_dir: Path,
+        settings: WriterSettings,
+        metrics: IngestMetrics,
+        log_level: str = "INFO",
+    ) -> None:
+        self.wal = wal
+        self.lake_dir, self.prices_dir = lake_dir, prices_dir
+        self.settings = settings
+        self.metrics = metrics
+        self.log_level = log_level
+        self._ctx = _context()
+        self._writers = [_Writer(shard) for shard in range(settings.processes)]
+        self._progress = threading.Condition()
+        self._stopping = False
+        self._backlog_cache = (0.0, 0)
+        start = resume_position(wal.directory)
+        for writer in self._writers:
+            writer.position = start
+        metrics.wal_depth_bytes = lambda: self.wal.depth_bytes(self.published_position)
+        metrics.flush_lag_seconds = self._flush_lag
+        self._oldest_unpublished: float | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> WriterPool:
+        for writer in self._writers:
+            self._spawn(writer)
+        return self
+
+    def _spawn(self, writer: _Writer) -> None:
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=run_writer,
+            # The start is fixed by the pool, never read by the process itself: another shard may already
+            # have checkpointed past records this one has not published yet.
+            args=(self.lake_dir, self.wal.directory, self.prices_dir, self.settings, writer.shard, writer.position,
+                  child, self.log_level),
+            name=f"agentflight-writer-{writer.shard}",
+            daemon=True,
+        )  # fmt: skip
+        process.start()
+        child.close()
+        writer.process, writer.conn = process, parent
+        writer.counters = {}  # a new process counts from zero
+        threading.Thread(
+            target=self._listen, args=(writer, parent), name=f"writer-{writer.shard}-pipe", daemon=True
+        ).start()
+
+    def _listen(self, writer: _Writer, conn: Connection) -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            if message[0] == "progress":
+                self._absorb(writer, WalPosition(message[1], message[2]), message[3])
+        if self._stopping:
+            return
+        log.error("writer %d exited unexpectedly; restarting it (its records are still in the WAL)", writer.shard)
+        time.sleep(_RESTART_DELAY_SECONDS)
+        if not self._stopping:
+            self._spawn(writer)
+
+    def _absorb(self, writer: _Writer, position: WalPosition, counters: dict[str, Any]) -> None:
+        previous = writer.counters
+        with self.metrics.lock:
+            m = self.metrics
+            for name, value in counters.items():
+                if name == "unknown_price_models":
+                    for model, count in value.items():
+                        m.unknown_price_models[model] += count - previous.get(name, {}).get(model, 0)
+                else:
+                    setattr(m, name, getattr(m, name) + value - previous.get(name, 0))
+            if counters.get("spans_written", 0) != previous.get("spans_written", 0):
+                m.last_publish_unix = time.time()
+        writer.counters = counters
+        with self._progress:
+            writer.position = max(writer.position, position)
+            self._progress.notify_all()
+        self.wal.remove_segments_before(self.published_position)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._stopping = True
+        for writer in self._writers:
+            self._send(writer, ("stop",))
+        deadline = time.monotonic() + timeout
+        for writer in self._writers:
+            if writer.process is not None:
+                writer.process.join(max(0.1, deadline - time.monotonic()))
+                if writer.process.is_alive():
+                    log.error("writer %d did not stop in time; killing it (the WAL keeps its records)", writer.shard)
+                    writer.process.kill()
+                    writer.process.join(5)
+
+    def _send(self, writer: _Writer, message: tuple[Any, ...]) -> None:
+        if writer.conn is None:
+            return
+        # A dead writer is restarted by its listener; a send to it is simply lost.
+        with writer.send_lock, contextlib.suppress(BrokenPipeError, OSError):
+            writer.conn.send(message)
+
+    # --- progress ---------------------------------------------------------------------------------
+
+    @property
+    def published_position(self) -> WalPosition:
+        with self._progress:
+            return min(w.position for w in self._writers)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Block until every record durable in the WAL when called is published and queryable."""
+        target = self.wal.durable_position
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            while min(w.position for w in self._writers) < target:
+                for writer in self._writers:
+                    if writer.position < target:
+                        self._send(writer, ("flush", target.segment, target.offset))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"writers did not reach {target} within {timeout}s")
+                self._progress.wait(min(remaining, 0.25))
+
+    def backlog_bytes(self) -> int:
+        """WAL bytes not yet published, re-measured at most every 100 ms (it is asked on every export)."""
+        measured_at, value = self._backlog_cache
+        now = time.monotonic()
+        if now - measured_at > 0.1:
+            value = self.wal.depth_bytes(self.published_position)
+            self._backlog_cache = (now, value)
+        return value
+
+    def _flush_lag(self) -> float:
+        """Seconds since the last publish while records wait in the WAL; 0 when caught up."""
+        if self.wal.durable_position <= self.published_position:
+            return 0.0
+        last = self.metrics.last_publish_unix or self.metrics.started_unix
+        return max(0.0, time.time() - last)
