@@ -44,6 +44,11 @@ def run_writer(
 ) -> None:  # fmt: skip
     """Entry point of a writer process."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[w%(process)d]: %(message)s")
+    import pyarrow
+
+    # Arrow's default pool (mimalloc) keeps freed part buffers mapped; the system allocator returns them,
+    # which keeps an idle writer's RSS near its baseline between publishes.
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
     from collector.pricing import ProjectPricers
     from store.lake import Lake
 
