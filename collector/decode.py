@@ -80,6 +80,7 @@ def decode_traces(body: bytes) -> tuple[list[DecodedSpan], int]:
         for scope_spans in resource_spans.scope_spans:
             scope_name = scope_spans.scope.name
             scope_version = scope_spans.scope.version
+            scope_attributes = flatten_attributes(scope_spans.scope.attributes)
             for span in scope_spans.spans:
                 if span_rejection(span) is not None:
                     skipped += 1
@@ -109,6 +110,11 @@ def decode_traces(body: bytes) -> tuple[list[DecodedSpan], int]:
                         scope_name=scope_name,
                         scope_version=scope_version,
                         dropped_attributes_count=span.dropped_attributes_count,
+                        trace_state=span.trace_state,
+                        flags=span.flags,
+                        dropped_events_count=span.dropped_events_count,
+                        dropped_links_count=span.dropped_links_count,
+                        scope_attributes=scope_attributes,
                     )
                 )
     return spans, skipped

@@ -45,6 +45,11 @@ class DecodedSpan:
     scope_name: str = ""
     scope_version: str = ""
     dropped_attributes_count: int = 0
+    trace_state: str = ""
+    flags: int = 0
+    dropped_events_count: int = 0
+    dropped_links_count: int = 0
+    scope_attributes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -62,7 +62,8 @@ _SPAN_ROW_ORDER = (
     "agent_name", "tool_name", "tool_call_id", "tool_arguments", "tool_result", "prompt_name", "prompt_version",
     "finish_reason", "response_id", "error_type", "error_message", "is_error", "environment", "input_messages",
     "output_messages", "attributes", "events", "links", "resource", "dropped_attributes_count",
-    "received_at_unix_nano",
+    "received_at_unix_nano", "trace_state", "flags", "dropped_events_count", "dropped_links_count",
+    "scope_attributes",
 )  # fmt: skip
 assert list(_SPAN_ROW_ORDER) == SPAN_COLUMN_NAMES, "rows.py span row order differs from store/schema.py"
 
@@ -137,7 +138,9 @@ class PartitionBuffer:
                     f["tool_result"], f["prompt_name"], f["prompt_version"], f["finish_reason"], f["response_id"],
                     f["error_type"], f["error_message"], f["is_error"], f["environment"], f["input_messages"],
                     f["output_messages"], to_json(span.attributes), _event_json(span), _link_json(span),
-                    resource[0], span.dropped_attributes_count, received_at,
+                    resource[0], span.dropped_attributes_count, received_at, span.trace_state or None, span.flags,
+                    span.dropped_events_count, span.dropped_links_count,
+                    to_json(span.scope_attributes) if span.scope_attributes else "{}",
                 )
             )  # fmt: skip
             stats.spans += 1

@@ -96,6 +96,11 @@ SPAN_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("resource", _str, "Every resource attribute as a JSON object."),
     ("dropped_attributes_count", _i64, "Attributes the client dropped before export."),
     ("received_at_unix_nano", _i64, "When the collector received the span (newest copy wins on read)."),
+    ("trace_state", _str, "W3C trace state of the span."),
+    ("flags", _i64, "OTLP span flags (W3C trace flags and the parent-is-remote bits)."),
+    ("dropped_events_count", _i64, "Events the client dropped before export."),
+    ("dropped_links_count", _i64, "Links the client dropped before export."),
+    ("scope_attributes", _str, "Instrumentation scope attributes as a JSON object."),
 ]
 
 EVENT_COLUMNS: list[tuple[str, pa.DataType, str]] = [

@@ -183,3 +183,31 @@ def test_log_events_join_their_span(collector: Collector) -> None:
     inputs, outputs = json.loads(row["input_messages"]), json.loads(row["output_messages"])
     assert inputs[0]["role"] == "user" and inputs[0]["parts"][0]["content"] == "Say this is a test"
     assert outputs[0]["role"] == "assistant" and outputs[0]["parts"][0]["content"] == "This is a test."
+
+
+def test_span_envelope_is_kept_losslessly(collector: Collector) -> None:
+    """Trace state, flags, dropped counts and scope attributes survive ingest (DESIGN invariant 8)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from tests.conftest import grpc_export
+
+    request = ExportTraceServiceRequest()
+    scope_spans = request.resource_spans.add().scope_spans.add()
+    scope_spans.scope.name = "lib"
+    attribute = scope_spans.scope.attributes.add()
+    attribute.key, attribute.value.int_value = "scope.level", 3
+    span = scope_spans.spans.add()
+    span.trace_id, span.span_id, span.name = b"\x0a" * 16, b"\x0b" * 8, "envelope"
+    span.start_time_unix_nano, span.end_time_unix_nano = 1_790_000_000_000_000_000, 1_790_000_000_000_000_100
+    span.trace_state, span.flags = "vendor=abc", 257
+    span.dropped_events_count, span.dropped_links_count = 4, 2
+    grpc_export(collector.grpc_port, request.SerializeToString())
+    collector.flush()
+    row = query_dicts(collector, "SELECT * FROM spans")[0]
+    assert (row["trace_state"], row["flags"], row["dropped_events_count"], row["dropped_links_count"]) == (
+        "vendor=abc",
+        257,
+        4,
+        2,
+    )
+    assert json.loads(row["scope_attributes"]) == {"scope.level": 3}
