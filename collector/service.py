@@ -84,13 +84,27 @@ class Collector:
         )
         self._http_thread.start()
         log.info("OTLP HTTP receiver on %s:%d; lake at %s", s.host, self.http_port, s.lake_dir)
+        self._stop_reporting = threading.Event()
+        threading.Thread(target=self._report, name="ingest-report", daemon=True).start()
         return self
+
+    def _report(self, every_seconds: float = 60.0) -> None:
+        """The ingest counters in the log once a minute, when anything changed (rejections are also logged
+        as they happen)."""
+        last: dict[str, object] = {}
+        while not self._stop_reporting.wait(every_seconds):
+            snap = self.metrics.snapshot()
+            counts = {k: v for k, v in snap.items() if k not in ("uptime_seconds", "flush_lag_seconds")}
+            if counts != last:
+                log.info("ingest: %s", " ".join(f"{k}={v}" for k, v in snap.items()))
+                last = counts
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until every acknowledged export so far is published and queryable."""
         self.writer.flush(timeout)
 
     def stop(self, grace: float = 5.0) -> None:
+        self._stop_reporting.set()
         self._http.should_exit = True
         event: threading.Event = self._grpc.stop(grace)
         event.wait(grace + 1)

@@ -181,3 +181,31 @@ def test_unsupported_content_type_is_415(collector: Collector) -> None:
         f"http://127.0.0.1:{collector.http_port}/v1/traces", content=b"x", headers={"content-type": "text/plain"}
     )
     assert response.status_code == 415
+
+
+def test_ingest_counters_on_health_and_metrics(collector: Collector) -> None:
+    request = _request(["priced", "backwards"])
+    spans = request.resource_spans[0].scope_spans[0].spans
+    spans[1].end_time_unix_nano = spans[1].start_time_unix_nano - 1
+    for key, value in (
+        ("gen_ai.operation.name", "chat"),
+        ("gen_ai.request.model", "no-such-model-9"),
+        ("gen_ai.provider.name", "openai"),
+    ):
+        attribute = spans[0].attributes.add()
+        attribute.key, attribute.value.string_value = key, value
+    attribute = spans[0].attributes.add()
+    attribute.key, attribute.value.int_value = "gen_ai.usage.input_tokens", 10
+    grpc_export(collector.grpc_port, request.SerializeToString())
+    collector.flush()
+    health = httpx.get(f"http://127.0.0.1:{collector.http_port}/health").json()
+    assert health["spans_accepted"] == 1 and health["spans_written"] == 1
+    assert health["spans_rejected"] == {"end_before_start": 1}
+    assert health["unknown_price_models"] == {"openai/no-such-model-9": 1}
+    assert health["spans_without_user"] == 1 and health["wal_depth_bytes"] == 0
+    metrics = httpx.get(f"http://127.0.0.1:{collector.http_port}/metrics").text
+    assert 'agentflight_spans_rejected_total{reason="end_before_start"} 1.0' in metrics
+    assert 'agentflight_unknown_price_model_spans_total{model="openai/no-such-model-9"} 1.0' in metrics
+    assert "agentflight_spans_written_total 1.0" in metrics
+    row = query(collector, "SELECT cost_usd, cost_status FROM spans")[0]
+    assert row == (None, "unknown_model")  # never $0 for a model without a price
