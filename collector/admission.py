@@ -9,6 +9,7 @@ OTLP messages whose strings are bytes, keep the spans that are valid on their ow
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -68,75 +69,70 @@ def log_rejection(record: LogRecord) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Signal:
+    """Where the items of one OTLP signal sit in its export request, and how one is judged."""
+
+    request: Any  # ExportTraceServiceRequest | ExportLogsServiceRequest
+    groups: str  # resource_spans | resource_logs
+    scopes: str  # scope_spans | scope_logs
+    items: str  # spans | log_records
+    item: Any  # Span | LogRecord
+    rejection: Callable[[Any], str | None]
+    mirror: str  # key of the lenient mirror class
+
+
+_TRACES = _Signal(ExportTraceServiceRequest, "resource_spans", "scope_spans", "spans", Span, span_rejection, "traces")
+_LOGS = _Signal(
+    ExportLogsServiceRequest, "resource_logs", "scope_logs", "log_records", LogRecord, log_rejection, "logs"
+)
+
+
 def admit_traces(body: bytes) -> Admitted:
-    try:
-        request = ExportTraceServiceRequest.FromString(body)
-    except DecodeError:
-        request, rejected = _salvage_traces(body)
-        return _filter_traces(request, rejected, original=None)
-    return _filter_traces(request, Counter(), original=body)
+    return _admit(_TRACES, body)
+
+
+def admit_logs(body: bytes) -> Admitted:
+    return _admit(_LOGS, body)
 
 
 def admit_trace_message(request: ExportTraceServiceRequest, rejected: Counter[str]) -> Admitted:
     """For requests that arrived as JSON and were already converted to protobuf."""
-    return _filter_traces(request, rejected, original=None)
-
-
-def admit_logs(body: bytes) -> Admitted:
-    try:
-        request = ExportLogsServiceRequest.FromString(body)
-    except DecodeError:
-        request, rejected = _salvage_logs(body)
-        return _filter_logs(request, rejected, original=None)
-    return _filter_logs(request, Counter(), original=body)
+    return _filter(_TRACES, request, rejected, original=None)
 
 
 def admit_log_message(request: ExportLogsServiceRequest, rejected: Counter[str]) -> Admitted:
-    return _filter_logs(request, rejected, original=None)
+    return _filter(_LOGS, request, rejected, original=None)
 
 
-def _filter_traces(request: ExportTraceServiceRequest, rejected: Counter[str], original: bytes | None) -> Admitted:
+def _admit(signal: _Signal, body: bytes) -> Admitted:
+    try:
+        request = signal.request.FromString(body)
+    except DecodeError:
+        request, rejected = _salvage(signal, body)
+        return _filter(signal, request, rejected, original=None)
+    return _filter(signal, request, Counter(), original=body)
+
+
+def _filter(signal: _Signal, request: Message, rejected: Counter[str], original: bytes | None) -> Admitted:
+    """Drop the items that cannot be stored, counting why; the WAL gets the original bytes when none was."""
     accepted = 0
     changed = original is None
-    for resource_spans in request.resource_spans:
-        for scope_spans in resource_spans.scope_spans:
-            spans = scope_spans.spans
+    for group in getattr(request, signal.groups):
+        for scope in getattr(group, signal.scopes):
+            items = getattr(scope, signal.items)
             keep = []
-            for span in spans:
-                reason = span_rejection(span)
+            for item in items:
+                reason = signal.rejection(item)
                 if reason is None:
-                    keep.append(span)
+                    keep.append(item)
                 else:
                     rejected[reason] += 1
-            if len(keep) != len(spans):
+            if len(keep) != len(items):
                 changed = True
-                kept = [Span.FromString(s.SerializeToString()) for s in keep]
-                del spans[:]
-                spans.extend(kept)
-            accepted += len(keep)
-    wal_bytes = request.SerializeToString() if changed else original
-    assert wal_bytes is not None
-    return Admitted(wal_bytes, accepted, rejected)
-
-
-def _filter_logs(request: ExportLogsServiceRequest, rejected: Counter[str], original: bytes | None) -> Admitted:
-    accepted = 0
-    changed = original is None
-    for resource_logs in request.resource_logs:
-        for scope_logs in resource_logs.scope_logs:
-            records = scope_logs.log_records
-            keep = []
-            for record in records:
-                reason = log_rejection(record)
-                if reason is None:
-                    keep.append(record)
-                else:
-                    rejected[reason] += 1
-            if len(keep) != len(records):
-                changed = True
-                kept = [LogRecord.FromString(r.SerializeToString()) for r in keep]
-                del records[:]
-                records.extend(kept)
+                kept = [signal.item.FromString(item.SerializeToString()) for item in keep]
+                del items[:]
+                items.extend(kept)
             accepted += len(keep)
     wal_bytes = request.SerializeToString() if changed else original
     assert wal_bytes is not None
@@ -190,63 +186,35 @@ def _strict(cls: Any, lenient: Message) -> Any:
     return cls.FromString(lenient.SerializeToString())
 
 
-def _salvage_traces(body: bytes) -> tuple[ExportTraceServiceRequest, Counter[str]]:
+def _salvage(signal: _Signal, body: bytes) -> tuple[Any, Counter[str]]:
+    """Keep every item that is valid on its own; items, scopes or resources with invalid UTF-8 are rejected."""
     try:
-        lenient: Any = _lenient_classes()["traces"].FromString(body)
+        lenient: Any = _lenient_classes()[signal.mirror].FromString(body)
     except DecodeError:
-        raise UndecodableRequest("request body is not a valid OTLP ExportTraceServiceRequest") from None
-    request, rejected = ExportTraceServiceRequest(), Counter[str]()
-    for lenient_rs in lenient.resource_spans:
-        span_count = sum(len(ss.spans) for ss in lenient_rs.scope_spans)
+        raise UndecodableRequest(f"request body is not a valid OTLP {signal.request.__name__}") from None
+    request, rejected = signal.request(), Counter[str]()
+    for lenient_group in getattr(lenient, signal.groups):
+        item_count = sum(len(getattr(scope, signal.items)) for scope in getattr(lenient_group, signal.scopes))
         try:
-            resource = _strict(Resource, lenient_rs.resource)
+            resource = _strict(Resource, lenient_group.resource)
         except DecodeError:
-            rejected["invalid_utf8"] += span_count
+            rejected["invalid_utf8"] += item_count
             continue
-        out = request.resource_spans.add()
-        out.resource.CopyFrom(resource)
-        for lenient_ss in lenient_rs.scope_spans:
+        group = getattr(request, signal.groups).add()
+        group.resource.CopyFrom(resource)
+        for lenient_scope in getattr(lenient_group, signal.scopes):
+            lenient_items = getattr(lenient_scope, signal.items)
             try:
-                scope = _strict(InstrumentationScope, lenient_ss.scope)
+                scope_info = _strict(InstrumentationScope, lenient_scope.scope)
             except DecodeError:
-                rejected["invalid_utf8"] += len(lenient_ss.spans)
+                rejected["invalid_utf8"] += len(lenient_items)
                 continue
-            scope_out = out.scope_spans.add()
-            scope_out.scope.CopyFrom(scope)
-            for lenient_span in lenient_ss.spans:
+            scope = getattr(group, signal.scopes).add()
+            scope.scope.CopyFrom(scope_info)
+            items = getattr(scope, signal.items)
+            for lenient_item in lenient_items:
                 try:
-                    scope_out.spans.append(_strict(Span, lenient_span))
-                except DecodeError:
-                    rejected["invalid_utf8"] += 1
-    return request, rejected
-
-
-def _salvage_logs(body: bytes) -> tuple[ExportLogsServiceRequest, Counter[str]]:
-    try:
-        lenient: Any = _lenient_classes()["logs"].FromString(body)
-    except DecodeError:
-        raise UndecodableRequest("request body is not a valid OTLP ExportLogsServiceRequest") from None
-    request, rejected = ExportLogsServiceRequest(), Counter[str]()
-    for lenient_rl in lenient.resource_logs:
-        record_count = sum(len(sl.log_records) for sl in lenient_rl.scope_logs)
-        try:
-            resource = _strict(Resource, lenient_rl.resource)
-        except DecodeError:
-            rejected["invalid_utf8"] += record_count
-            continue
-        out = request.resource_logs.add()
-        out.resource.CopyFrom(resource)
-        for lenient_sl in lenient_rl.scope_logs:
-            try:
-                scope = _strict(InstrumentationScope, lenient_sl.scope)
-            except DecodeError:
-                rejected["invalid_utf8"] += len(lenient_sl.log_records)
-                continue
-            scope_out = out.scope_logs.add()
-            scope_out.scope.CopyFrom(scope)
-            for lenient_record in lenient_sl.log_records:
-                try:
-                    scope_out.log_records.append(_strict(LogRecord, lenient_record))
+                    items.append(_strict(signal.item, lenient_item))
                 except DecodeError:
                     rejected["invalid_utf8"] += 1
     return request, rejected
