@@ -16,7 +16,7 @@ import queue
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,11 +98,20 @@ class _Scan:
         self.torn = False
 
 
-def _scan(path: Path, first_sequence: int, start: int, limit_records: int | None = None) -> _Scan:
-    """Read framed records from `start`; stops at EOF, at a torn tail, or after limit_records."""
+def _scan(
+    path: Path,
+    first_sequence: int,
+    start: int,
+    limit_records: int | None = None,
+    want: Callable[[int], bool] | None = None,
+) -> _Scan:
+    """Read framed records from `start`; stops at EOF, at a torn tail, or after limit_records wanted ones.
+    Records whose sequence `want` refuses are stepped over after reading only their header: a writer shard
+    skips half the log, and reading, checksumming and copying those bodies cost it ~1.5 µs per span."""
     scan = _Scan()
     scan.good_end = start
     with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
         handle.seek(start)
         offset = start
         while limit_records is None or len(scan.records) < limit_records:
@@ -116,11 +125,21 @@ def _scan(path: Path, first_sequence: int, start: int, limit_records: int | None
             if magic != MAGIC or length > MAX_RECORD_BYTES:
                 scan.torn = True  # unreadable framing: nothing after it can be trusted
                 break
+            end = offset + _FRAME.size + length
+            if want is not None and end <= size:
+                header = handle.read(_HEADER.size)
+                _, project_len = _HEADER.unpack(header)
+                handle.seek(project_len + _TAIL.size - 8, os.SEEK_CUR)
+                (sequence,) = struct.unpack("<Q", handle.read(8))
+                if not want(sequence):
+                    handle.seek(end)
+                    offset = scan.good_end = end
+                    continue
+                handle.seek(offset + _FRAME.size)
             payload = handle.read(length)
             if len(payload) < length:
                 scan.torn = True
                 break
-            end = offset + _FRAME.size + length
             if zlib.crc32(payload) != crc:
                 scan.corrupt.append((offset, end - offset))
             else:
@@ -324,7 +343,9 @@ class WalReader:
         self.directory = directory
         self.position = start
 
-    def read_available(self, max_records: int = 4096) -> Iterator[tuple[WalPosition, WalRecord]]:
+    def read_available(
+        self, max_records: int = 4096, want: Callable[[int], bool] | None = None
+    ) -> Iterator[tuple[WalPosition, WalRecord]]:
         """Records durable on disk after self.position, oldest first; advances the position as it goes."""
         segments = list_segments(self.directory)
         produced = 0
@@ -336,14 +357,14 @@ class WalReader:
                 self.position = WalPosition(first, 0)
             path = segment_path(self.directory, first)
             try:
-                scan = _scan(path, first, start, max_records - produced)
+                scan = _scan(path, first, start, max_records - produced, want)
             except FileNotFoundError:
                 continue
             for position, record in scan.records:
                 self.position = position
                 produced += 1
                 yield position, record
-            if scan.corrupt and scan.good_end > self.position.offset:
+            if scan.good_end > self.position.offset:  # past skipped or corrupt records too
                 self.position = WalPosition(first, scan.good_end)
             if produced >= max_records:
                 return

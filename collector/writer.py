@@ -119,6 +119,9 @@ class LakeWriter:
         self._buffered_since: float | None = None
         self._last_maintenance = time.monotonic()
 
+    def _owns(self, sequence: int) -> bool:
+        return sequence % self.shards == self.shard
+
     @property
     def read_position(self) -> WalPosition:
         return self._reader.position
@@ -137,10 +140,8 @@ class LakeWriter:
         """Read and buffer what the WAL holds past the read position (one batch); returns records read."""
         read = 0
         stats = IngestStats()
-        for _, record in self._reader.read_available(self.settings.read_batch_records):
+        for _, record in self._reader.read_available(self.settings.read_batch_records, self._owns):
             read += 1
-            if record.sequence % self.shards != self.shard:
-                continue
             if self._buffered_since is None:
                 self._buffered_since = time.monotonic()
             try:

@@ -154,3 +154,14 @@ def test_group_commit_fsyncs_fewer_times_than_appends(tmp_path: Path, fsync: boo
     assert positions == sorted(positions)
     assert wal.fsyncs < 500
     wal.close()
+
+
+def test_reader_steps_over_records_it_does_not_want(tmp_path: Path) -> None:
+    """A writer shard reads only its own records, and its position still moves past the others."""
+    wal = WriteAheadLog(tmp_path)
+    _fill(wal, 7)
+    wal.close()
+    reader = WalReader(tmp_path, WalPosition(0, 0))
+    odd = [record.body for _, record in reader.read_available(want=lambda sequence: sequence % 2 == 1)]
+    assert odd == [b"payload-1", b"payload-3", b"payload-5"]
+    assert reader.position == WalPosition(0, segment_path(tmp_path, 0).stat().st_size)
