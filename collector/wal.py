@@ -10,11 +10,13 @@ truncated; a record whose checksum fails is copied to `quarantine/` and skipped,
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -171,6 +173,8 @@ class WriteAheadLog:
         self._durable = threading.Condition()
         self.quarantined_records = 0
         self.fsyncs = 0
+        # (end position, wall time) of each group commit, oldest first, for the flush-lag gauge.
+        self._commits: collections.deque[tuple[WalPosition, float]] = collections.deque(maxlen=100_000)
         self._next_sequence, self._segment, self._handle = self._recover()
         self._durable_position = WalPosition(self._segment, self._handle.tell())
         self._thread = threading.Thread(target=self._run, name="wal-group-commit", daemon=True)
@@ -297,8 +301,16 @@ class WriteAheadLog:
             self._rotate()
         with self._durable:
             self._durable_position = position
+            self._commits.append((position, time.time()))
             self._durable.notify_all()
         return position
+
+    def unpublished_age_seconds(self, published: WalPosition) -> float:
+        """Age of the oldest commit not yet published past `published` (0 when all are)."""
+        with self._durable:
+            while self._commits and self._commits[0][0] <= published:
+                self._commits.popleft()
+            return time.time() - self._commits[0][1] if self._commits else 0.0
 
     def _rotate(self) -> None:
         with self._lock:

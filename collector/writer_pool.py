@@ -131,7 +131,6 @@ class WriterPool:
             writer.position = start
         metrics.wal_depth_bytes = lambda: self.wal.depth_bytes(self.published_position)
         metrics.flush_lag_seconds = self._flush_lag
-        self._oldest_unpublished: float | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -243,8 +242,5 @@ class WriterPool:
         return value
 
     def _flush_lag(self) -> float:
-        """Seconds since the last publish while records wait in the WAL; 0 when caught up."""
-        if self.wal.durable_position <= self.published_position:
-            return 0.0
-        last = self.metrics.last_publish_unix or self.metrics.started_unix
-        return max(0.0, time.time() - last)
+        """Seconds the oldest acknowledged, not yet queryable record has waited; 0 when caught up."""
+        return self.wal.unpublished_age_seconds(self.published_position)

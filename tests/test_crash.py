@@ -165,3 +165,14 @@ def test_reader_steps_over_records_it_does_not_want(tmp_path: Path) -> None:
     odd = [record.body for _, record in reader.read_available(want=lambda sequence: sequence % 2 == 1)]
     assert odd == [b"payload-1", b"payload-3", b"payload-5"]
     assert reader.position == WalPosition(0, segment_path(tmp_path, 0).stat().st_size)
+
+
+def test_unpublished_age_tracks_the_oldest_waiting_commit(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path)
+    first = wal.append_and_wait(SIGNAL_TRACES, "p", 0, b"a")
+    time.sleep(0.05)  # the age being measured, not a synchronisation wait
+    wal.append_and_wait(SIGNAL_TRACES, "p", 0, b"b")
+    assert wal.unpublished_age_seconds(WalPosition(0, 0)) >= 0.05
+    assert wal.unpublished_age_seconds(first) < 0.05
+    assert wal.unpublished_age_seconds(wal.durable_position) == 0.0
+    wal.close()
