@@ -835,8 +835,8 @@ def _writer_pass(
     """Run the writer process's entry point in a thread of this process until it has published the whole WAL.
 
     Returns (seconds, spans written, peak RSS growth of this process in MB)."""
+    from collector.config import WriterSettings
     from collector.wal import WalPosition, list_segments
-    from collector.writer import WriterSettings
     from collector.writer_pool import run_writer
 
     for checkpoint in wal_dir.glob("checkpoint-*.json"):

@@ -14,17 +14,16 @@ from dataclasses import dataclass, field
 import grpc
 import uvicorn
 
-from collector.config import Settings
+from collector.config import Settings, WriterSettings
 from collector.grpc_server import start_grpc_server
 from collector.http_server import build_http_app
 from collector.ingest import Ingestor
 from collector.metrics import IngestMetrics
-from collector.pricing import ProjectPricers
+from collector.price_overrides import load_overrides
 from collector.wal import WriteAheadLog
-from collector.writer import WriterSettings
 from collector.writer_pool import WriterPool
 from store.keys import KeyRing
-from store.lake import Lake, WriterLock
+from store.layout import LakeLayout, WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +48,13 @@ class Collector:
 
     def start(self) -> Collector:
         s = self.settings
-        self.lake = Lake(s.lake_dir)
+        self.lake = LakeLayout(s.lake_dir)
         self._writer_lock = WriterLock(s.lake_dir).acquire()
         self.wal = WriteAheadLog(s.wal_dir, fsync=s.fsync)
         self.metrics.wal_quarantined_records = self.wal.quarantined_records
         self.keys = KeyRing(s.keys_path)
-        ProjectPricers(s.prices_dir)  # a bad price-override file stops start-up here, naming the file
+        for path in sorted(s.prices_dir.glob("*.toml")):
+            load_overrides(path)  # a bad price-override file stops start-up here, naming the file
         writer_settings = self.writer_settings or WriterSettings(
             flush_interval_seconds=s.flush_interval_seconds,
             retention_days=s.retention_days,

@@ -8,36 +8,21 @@ produces duplicates, which readers remove (at-least-once in, exactly-once on rea
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from collector.checkpoints import checkpoint_path, load_checkpoint, store_checkpoint
+from collector.config import WriterSettings
 from collector.decode import decode_logs, decode_traces
 from collector.pricing import Pricer
 from collector.rows import IngestStats, PartitionBuffer
-from collector.wal import SIGNAL_TRACES, WalPosition, WalReader, list_segments
+from collector.wal import SIGNAL_TRACES, WalPosition, WalReader
 from store.lake import Lake
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class WriterSettings:
-    # Publish when this many rows are buffered... (10k rows of ~2 KB spans are ~50 MB of Arrow per writer)
-    flush_rows: int = 10_000
-    flush_interval_seconds: float = 1.0  # ...or when the oldest buffered row is this old
-    # WAL records read between checks of flush_rows: a record is a whole export request (often 512 spans),
-    # so reading 256 at once buffered up to 131k spans and 1.75 GB per writer in the benchmark.
-    read_batch_records: int = 4
-    compact_min_parts: int = 8
-    compact_small_bytes: int = 64 * 1024 * 1024
-    maintenance_interval_seconds: float = 30.0
-    retention_days: int | None = None
-    processes: int = 2  # one per core on the 2-core target machine; the receivers mostly wait on I/O
 
 
 @dataclass
@@ -58,41 +43,6 @@ class WriterCounters:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
-
-
-def checkpoint_path(wal_dir: Path, writer_id: str) -> Path:
-    return wal_dir / f"checkpoint-{writer_id}.json"
-
-
-def load_checkpoint(path: Path) -> WalPosition:
-    try:
-        doc = json.loads(path.read_text())
-        return WalPosition(int(doc["segment"]), int(doc["offset"]))
-    except FileNotFoundError:
-        return WalPosition(0, 0)
-    except (ValueError, KeyError, TypeError):
-        log.error("writer: checkpoint %s unreadable; replaying the whole WAL (duplicates are removed on read)", path)
-        return WalPosition(0, 0)
-
-
-def resume_position(wal_dir: Path) -> WalPosition:
-    """Where every shard resumes: the lowest checkpoint of all. Resuming a shard from its own checkpoint
-    would lose records if the number of shards changed between runs; the lowest one at worst replays
-    a second's worth of records twice, which reads deduplicate."""
-    positions = [load_checkpoint(path) for path in wal_dir.glob("checkpoint-*.json")]
-    if not positions:
-        first = list_segments(wal_dir)
-        return WalPosition(first[0], 0) if first else WalPosition(0, 0)
-    return min(positions)
-
-
-def _store_checkpoint(path: Path, position: WalPosition) -> None:
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w") as handle:
-        json.dump({"segment": position.segment, "offset": position.offset}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class LakeWriter:
@@ -179,7 +129,7 @@ class LakeWriter:
                 self.counters.logs_written += data.num_rows
         self.counters.parts_published += len(tables)
         if position != self.published_position:
-            _store_checkpoint(self.checkpoint_path, position)
+            store_checkpoint(self.checkpoint_path, position)
         self.published_position = position
         self._buffered_since = None
 

@@ -21,9 +21,10 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from collector.checkpoints import resume_position
+from collector.config import WriterSettings
 from collector.metrics import IngestMetrics
 from collector.wal import WalPosition, WriteAheadLog
-from collector.writer import LakeWriter, WriterSettings, resume_position
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ def run_writer(
     """Entry point of a writer process."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[w%(process)d]: %(message)s")
     import pyarrow
+
+    from collector.writer import LakeWriter  # imported here: the collector process never needs it
 
     # Arrow's default pool (mimalloc) keeps freed part buffers mapped; the system allocator returns them,
     # which keeps an idle writer's RSS near its baseline between publishes.

@@ -1,12 +1,9 @@
-"""The Parquet lake on disk: partition paths, atomic part publish, compaction and retention.
+"""The Parquet lake's data operations: atomic part publish, compaction and retention.
 
-The only module that knows where files live. Layout (public; users query it directly):
-    <lake>/spans/project=<p>/date=<YYYY-MM-DD>/part-<ns>-<writer>-<uuid>.parquet
-    <lake>/events/project=<p>/date=<YYYY-MM-DD>/part-<ns>-<writer>-<uuid>.parquet
 Parts are immutable: written as `.tmp`, fsynced, then renamed into place, so readers only ever see whole
 files. Compaction writes the merged part first and retires its inputs after a grace period (readers that
 listed the old files a moment ago can still open them); duplicates that meanwhile exist in both are
-removed by the readers' dedup (DESIGN invariant 2).
+removed by the readers' dedup (DESIGN invariant 2). Paths and the writer lock live in store/layout.py.
 """
 
 from __future__ import annotations
@@ -18,18 +15,16 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from store.layout import TABLES, LakeLayout, Part, WriterLock, fsync_dir, partition_date
 from store.schema import EVENT_COLUMN_NAMES, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SPAN_COLUMN_NAMES
 
 log = logging.getLogger(__name__)
 
-TABLES = ("spans", "events")
 # Big row groups: Parquet zstd-1 with 25.6k-row groups measured 76.6k spans/s; small groups cost
 # both write speed and scan speed.
 ROW_GROUP_ROWS = 32_768
@@ -38,70 +33,11 @@ RETIRE_GRACE_SECONDS = 120.0
 _DEDUP_KEYS = {"spans": "trace_id, span_id", "events": "event_id"}
 _COLUMN_NAMES = {"spans": SPAN_COLUMN_NAMES, "events": EVENT_COLUMN_NAMES}
 
-
-@dataclass(frozen=True, slots=True)
-class Part:
-    table: str
-    project: str
-    date: str
-    path: Path
-
-    @property
-    def size(self) -> int:
-        try:
-            return self.path.stat().st_size
-        except FileNotFoundError:
-            return 0
+__all__ = ["TABLES", "Lake", "Part", "WriterLock", "partition_date"]
 
 
-def partition_date(unix_nano: int) -> str:
-    return dt.datetime.fromtimestamp(unix_nano / 1e9, tz=dt.UTC).strftime("%Y-%m-%d")
-
-
-def _valid_segment(value: str) -> str:
-    """Project names become directory names: refuse anything that could escape the lake."""
-    if not value or "/" in value or "\\" in value or value in (".", "..") or "\x00" in value:
-        raise ValueError(f"invalid partition value {value!r}")
-    return value
-
-
-class Lake:
-    def __init__(self, root: Path, writer_id: str = "w0") -> None:
-        self.root = root
-        self.writer_id = writer_id
-        self._retired = root / "_retired"
-
-    # --- paths ------------------------------------------------------------------------------------
-
-    def table_dir(self, table: str) -> Path:
-        if table not in TABLES:
-            raise ValueError(f"unknown table {table!r}")
-        return self.root / table
-
-    def partition_dir(self, table: str, project: str, date: str) -> Path:
-        return self.table_dir(table) / f"project={_valid_segment(project)}" / f"date={_valid_segment(date)}"
-
-    def glob(self, table: str, project: str | None = None) -> str:
-        """The DuckDB glob for one table, optionally narrowed to one project's partitions."""
-        base = self.table_dir(table)
-        if project is not None:
-            return str(base / f"project={_valid_segment(project)}" / "*" / "*.parquet")
-        return str(base / "*" / "*" / "*.parquet")
-
-    def parts(self, table: str, project: str | None = None) -> list[Part]:
-        pattern = self.glob(table, project)
-        base = self.table_dir(table)
-        found = []
-        for path in sorted(base.glob(str(Path(pattern).relative_to(base)))):
-            project_dir, date_dir = path.parent.parent.name, path.parent.name
-            found.append(Part(table, project_dir.split("=", 1)[1], date_dir.split("=", 1)[1], path))
-        return found
-
-    def projects(self, table: str = "spans") -> list[str]:
-        base = self.table_dir(table)
-        if not base.exists():
-            return []
-        return sorted(p.name.split("=", 1)[1] for p in base.iterdir() if p.name.startswith("project="))
+class Lake(LakeLayout):
+    """A LakeLayout that also writes: publishing, compaction, retirement of merged parts, retention."""
 
     # --- publishing -------------------------------------------------------------------------------
 
@@ -131,7 +67,7 @@ class Lake:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return Part(table, project, date, final)
 
     # --- compaction -------------------------------------------------------------------------------
@@ -158,6 +94,8 @@ class Lake:
         columns = ", ".join(f'"{c}"' for c in _COLUMN_NAMES[table])
         order = "trace_id, start_time_unix_nano" if table == "spans" else "trace_id, time_unix_nano"
         files = [str(p.path) for p in parts]
+        import duckdb  # only the writer compacts; the receiving process never loads DuckDB
+
         con = duckdb.connect(config={"memory_limit": memory_limit, "threads": 1})
         try:
             rows_in = con.execute("SELECT count(*) FROM read_parquet(?, hive_partitioning=false)", [files]).fetchone()
@@ -178,27 +116,27 @@ class Lake:
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         self.retire(parts)
         duplicates = (rows_in[0] if rows_in else 0) - (rows_out[0] if rows_out else 0)
         return Part(table, project, date, final), duplicates
 
     def retire(self, parts: list[Part]) -> None:
         """Move merged inputs out of the read path; delete them once the grace period has passed."""
-        self._retired.mkdir(parents=True, exist_ok=True)
+        self.retired_dir.mkdir(parents=True, exist_ok=True)
         for part in parts:
-            target = self._retired / f"{time.time_ns()}-{part.table}-{part.project}-{part.path.name}"
+            target = self.retired_dir / f"{time.time_ns()}-{part.table}-{part.project}-{part.path.name}"
             try:
                 os.replace(part.path, target)
             except FileNotFoundError:
                 continue
 
     def purge_retired(self, grace_seconds: float = RETIRE_GRACE_SECONDS) -> int:
-        if not self._retired.exists():
+        if not self.retired_dir.exists():
             return 0
         cutoff = time.time_ns() - int(grace_seconds * 1e9)
         removed = 0
-        for path in self._retired.iterdir():
+        for path in self.retired_dir.iterdir():
             stamp = path.name.split("-", 1)[0]
             if stamp.isdigit() and int(stamp) < cutoff:
                 path.unlink(missing_ok=True)
@@ -222,42 +160,3 @@ class Lake:
                         shutil.rmtree(date_dir, ignore_errors=True)
                         dropped.append(date_dir)
         return dropped
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class WriterLock:
-    """An exclusive lock on the lake for its one writer (DESIGN invariant 3): a second collector on the
-    same data directory, or `reprice` while a collector runs, is refused instead of corrupting state."""
-
-    def __init__(self, root: Path) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        self.path = root / ".writer.lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> WriterLock:
-        import fcntl
-
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RuntimeError(
-                f"another agentflight writer holds {self.path}; stop the running collector first"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None

@@ -10,9 +10,8 @@ import duckdb
 import grpc
 import pytest
 
-from collector.config import Settings
+from collector.config import Settings, WriterSettings
 from collector.service import Collector
-from collector.writer import WriterSettings
 from store.views import connect
 
 REPO = Path(__file__).resolve().parents[1]
