@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import collector.normalise as normalise_module
-from collector.messages import Message
+from collector.messages import Message, clear_memos, dumps, otel_messages, system_message
 from collector.normalise import OUTPUT_KEYS, messages_from_log, normalise_span
 from collector.otlp_model import DecodedLog, DecodedSpan, SpanEvent
 from collector.providers import normalise_provider, provider_from_host
@@ -1187,8 +1187,10 @@ def test_plain_fast_path_matches_full_path(attrs: dict[str, Any], name: str, sta
         resource={"deployment.environment": "p"},
         events=[SpanEvent("exception", 1, {"exception.type": "boom", "exception.message": "m"})],
     )
-    assert not normalise_module._has_genai_signal(plain, attrs)
-    assert normalise_module._normalise_plain(plain, attrs) == normalise_module._normalise_genai(plain, attrs)
+    plan = normalise_module._plan(attrs)
+    assert not normalise_module._has_genai_signal(plain, plan)
+    full = normalise_module._normalise_genai(plain, attrs, plan)
+    assert normalise_module._normalise_plain(plain, attrs, plan) == full
 
 
 def test_odd_types_where_strings_are_expected() -> None:
@@ -1212,3 +1214,250 @@ def test_odd_types_where_strings_are_expected() -> None:
     assert result["input_tokens"] is None  # a bool is not a count
     assert _text_of(_messages(result["input_messages"])) == ["7"]
     assert _text_of(_messages(result["output_messages"])) == ["single dict"]
+
+
+# ------------------------------------------------------------------------------ roles lost to the attribute limit
+
+
+def test_missing_role_is_inferred_from_tool_calls_and_call_id() -> None:
+    # OpenInference, first messages after the SDK's 128-attribute limit evicted their role keys
+    attrs = {
+        "openinference.span.kind": "LLM",
+        "llm.input_messages.0.message.tool_calls.0.tool_call.id": "c1",
+        "llm.input_messages.0.message.tool_calls.0.tool_call.function.name": "lookup",
+        "llm.input_messages.1.message.tool_call_id": "c1",
+        "llm.input_messages.1.message.content": "found",
+        "llm.input_messages.2.message.content": "thanks",
+        "llm.input_messages.3.message.role": "user",
+        "llm.input_messages.3.message.content": "and now?",
+    }
+    roles = [m["role"] for m in _messages(normalise_span(span(attrs))["input_messages"])]
+    assert roles == ["assistant", "tool", "user", "user"]  # no clue left: the default
+
+
+def test_an_event_name_gives_the_role_no_inference() -> None:
+    ins, _, _ = messages_from_log(log("gen_ai.user.message", {"content": "hi", "tool_call_id": "c"}))
+    _, outs, _ = messages_from_log(log("gen_ai.choice", {"message": {"tool_call_id": "c", "content": "x"}}))
+    assert (ins or [{}])[0].get("role") == "user"
+    assert (outs or [{}])[0].get("role") == "assistant"
+
+
+def test_missing_role_in_otel_json_and_a_present_role_wins() -> None:
+    text = json.dumps(
+        [
+            {"tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]},
+            {"tool_call_id": "c", "content": "ok"},
+            {"role": "user", "tool_call_id": "c", "content": "kept"},
+            {"role": "", "tool_calls": [{"id": "d"}]},
+        ]
+    )
+    result = normalise_span(span({"gen_ai.operation.name": "chat", "gen_ai.input.messages": text}))
+    assert [m["role"] for m in _messages(result["input_messages"])] == ["assistant", "tool", "user", "assistant"]
+
+
+# ------------------------------------------------------------------- message texts kept as sent (fast path)
+
+
+def _expected_json(value: Any, role: str, system: Any = None) -> str | None:
+    """What normalisation gives a gen_ai.*.messages value by the plain rule: convert every message, encode."""
+    messages = otel_messages(value, role)
+    if system is not None:
+        sys_msg = system_message(system)
+        if sys_msg is not None:
+            messages = [sys_msg, *messages]
+    return dumps(messages) if messages else None
+
+
+def _check_messages(inputs: Any, outputs: Any = None, system: Any = None) -> dict[str, Any]:
+    """normalise_span's message columns equal the plain rule's, with the memos cold and then warm."""
+    attrs: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.input.messages": inputs}
+    if outputs is not None:
+        attrs["gen_ai.output.messages"] = outputs
+    if system is not None:
+        attrs["gen_ai.system_instructions"] = system
+    clear_memos()
+    results = [normalise_span(span(dict(attrs))) for _ in range(3)]
+    assert results[0] == results[1] == results[2]
+    assert results[0]["input_messages"] == _expected_json(inputs, "user", system)
+    if outputs is not None:
+        assert results[0]["output_messages"] == _expected_json(outputs, "assistant")
+        expected_reasons = [m["finish_reason"] for m in otel_messages(outputs, "assistant") if "finish_reason" in m]
+        assert results[0]["finish_reason"] == (",".join(expected_reasons) or None)
+    return results[0]
+
+
+_CANONICAL = (
+    '[{"role":"user","parts":[{"type":"text","content":"héllo \\"quoted\\": a\\\\b\\n\\tc"}]},'
+    '{"role":"assistant","parts":[{"type":"tool_call","id":"c1","name":"f","arguments":{"q":"x y","n":[1,2.5,-3,'
+    'true,null,{}],"e":[]}}],"name":"bot"},'
+    '{"role":"tool","parts":[{"type":"tool_call_response","id":"c1","response":{"items":[{"score":0.125}]}}]},'
+    '{"role":"assistant","parts":[{"type":"reasoning","content":"hmm"},{"type":"server_tool_call","x":1}],'
+    '"finish_reason":"stop"}]'
+)
+
+
+def test_a_canonical_text_is_kept_as_sent() -> None:
+    result = _check_messages(_CANONICAL, _CANONICAL, system='[{"type":"text","content":"be brief"}]')
+    system = '{"role":"system","parts":[{"type":"text","content":"be brief"}]}'
+    assert result["input_messages"] == "[" + system + "," + _CANONICAL[1:]
+    assert result["output_messages"] == _CANONICAL
+    assert result["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[{"role": "user", "parts": [{"type": "text", "content": "spaced separators"}]}]',
+        '[{"role":"user","parts":[{"type":"text","content":"a"}] }]',
+        '[{"role":"user","parts":[{"type":"text","content":"a"}]}]  ',
+        '[{"role":"user","parts":[{"type":"text","content":"a"}]}\n]',
+        '[{"role":"user","parts":[{"type":"text","content":"a","content":"b"}]}]',
+        '[{"role":"user","parts":[{"type":"tool_call","arguments":{"x":1,"y":2,"x":3}}]}]',
+        '[{"role":"user","parts":[{"type":"tool_call","arguments":{"a b":1,"a~b":2}}]}]',
+        '[{"role":"user","parts":[{"type":"text","content":"caf\\u00e9"}]}]',
+        '[{"role":"user","parts":[{"type":"text","content":"a\\/b"}]}]',
+        '[{"role":"user","parts":[{"type":"text","content":"x\\u001Fy"}]}]',
+        '[{"role":"user","parts":[{"type":"x","n":1.50}]}]',
+        '[{"role":"user","parts":[{"type":"x","n":1e5}]}]',
+        '[{"role":"user","parts":[{"type":"x","n":1E-7}]}]',
+        '[{"role":"user","parts":[{"type":"x","n":0.00001}]}]',
+        '[{"role":"user","parts":[{"type":"x","n":1e400}]}]',
+        '[{"role":"user","parts":[{"type":"x","n":-0}]}]',
+        '[{"role":"user","parts":[{"type":"x","n":-0.0,"m":NaN,"k":-Infinity}]}]',
+        '[{"role":"user","parts":[{"type":"x","n":' + "9" * 5000 + "}]}]",
+        '[{"role":"user","parts":[{"type":"x","k\\\\":1}]}]',
+        '[{"role":"user","parts":[{"type":"text","content":"say \\":\\" twice"}]}]',
+        '[{"role":"user","parts":[{"type":"tool_call","arguments":"{\\"a\\":1}"}]}]',
+        '[{"role":"user","parts":[{"type":"tool_call","arguments":"plain text"}]}]',
+        '[{"role":"user","parts":[{"type":"input_text","text":"rebuilt"}]}]',
+        '[{"role":"user","parts":[{"type":"text","text":"no content key"}]}]',
+        '[{"role":"user","parts":["bare string part"]}]',
+        '[{"role":"user","parts":[{"type":5}]}]',
+        '[{"role":"user","parts":[{"type":"x"}],"name":""}]',
+        '[{"role":"user","parts":[{"type":"x"}],"finish_reason":5}]',
+        '[{"role":"user","parts":[{"type":"x"}],"extra":1}]',
+        '[{"role":"user","parts":[{"type":"x"}],"finish_reason":"stop","name":"n"}]',
+        '[{"role":"","parts":[{"type":"x"}]}]',
+        '[{"role":7,"parts":[{"type":"x"}]}]',
+        '[{"role":"user","parts":{"type":"x"}}]',
+        '[{"role":"user","parts":[{"type":"x","nested":[{"role":"user","parts":[]},{"role":"tool"}]}]}]',
+        '[{"role":"user","parts":[{"type":"x"}]},{"role":"tool","parts":[{"type":"x"}]},{"role":"user"]',
+        '[{"role":"user","parts":[{"type":"x"}]}],{"role":"user","parts":[]}]',
+        '[{"role":"user","parts":[{"type":"x","deep":' + "[" * 300 + "]" * 300 + "}]}]",
+        '[{"role":"user","parts":[{"type":"x","deep":' + "[" * 150 + "]" * 150 + "}]}]",
+        '[{"role":"user","content":"OpenAI shape"}]',
+        "[]",
+        "",
+    ],
+)
+def test_near_canonical_texts_match_the_plain_rule(text: str) -> None:
+    _check_messages(text, text)
+
+
+def test_memoised_messages_in_other_company() -> None:
+    first = '{"role":"user","parts":[{"type":"text","content":"q"}]}'
+    reply = '{"role":"assistant","parts":[{"type":"tool_call","id":"c","name":"f","arguments":{"a":1}}]'
+    tool = '{"role":"tool","parts":[{"type":"tool_call_response","id":"c","response":"r"}]}'
+    clear_memos()
+    chat1 = span(
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.input.messages": f"[{first}]",
+            "gen_ai.output.messages": f'[{reply},"finish_reason":"tool_calls"}}]',
+        }
+    )
+    assert normalise_span(chat1)["output_messages"] == f'[{reply},"finish_reason":"tool_calls"}}]'
+    # the next call sends the reply back without its finish reason (memoised from the output above), a tool
+    # result, and a message that is not canonical alone: the text is converted whole
+    for inputs in (
+        f"[{first},{reply}}},{tool}]",
+        f"[{tool},{first}]",
+        f'[{first},{reply}}},{{"role":"user","parts":[{{"type":"text","content":"x","content":"y"}}]}}]',
+        f"[{first},{first}]",
+    ):
+        result = normalise_span(span({"gen_ai.operation.name": "chat", "gen_ai.input.messages": inputs}))
+        assert result["input_messages"] == _expected_json(inputs, "user"), inputs
+
+
+_json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(alphabet=st.sampled_from('ab ~:,"\\{}[]é\n\t\u2028'), max_size=8),
+)
+_json_value = st.recursive(
+    _json_leaf,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.text(alphabet=st.sampled_from("ab ~:\""), max_size=3), inner, max_size=3),
+    ),
+    max_leaves=8,
+)
+_part = st.one_of(
+    st.fixed_dictionaries({"type": st.just("text"), "content": _json_leaf.filter(lambda v: isinstance(v, str))}),
+    st.fixed_dictionaries(
+        {"type": st.just("tool_call"), "id": st.text(max_size=3), "name": st.just("f"), "arguments": _json_value}
+    ),
+    st.fixed_dictionaries({"type": st.just("tool_call_response"), "id": st.just("c"), "response": _json_value}),
+    st.fixed_dictionaries({"type": st.sampled_from(["server_tool_call", "x y"])}, optional={"v": _json_value}),
+    st.dictionaries(st.sampled_from(["type", "content", "text", "x"]), _json_value, max_size=3),
+)
+_message = st.fixed_dictionaries(  # mostly canonical, so that both paths are taken
+    {"role": st.sampled_from(["user", "assistant", "tool", "user", "a b", ""]), "parts": st.lists(_part, max_size=3)},
+    optional={
+        "name": st.sampled_from(["bot", "bot", ""]),
+        "finish_reason": st.sampled_from(["stop", "tool_calls", "a b", ""]),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    conversation=st.lists(_message, min_size=1, max_size=5),
+    ascii_only=st.sampled_from([False, False, True]),
+    spaced=st.sampled_from([False, False, True]),
+)
+def test_message_texts_match_the_plain_rule(conversation: list[Message], ascii_only: bool, spaced: bool) -> None:
+    separators = (", ", ": ") if spaced else (",", ":")
+    clear_memos()
+    for end in range(1, len(conversation) + 1):  # a growing history, as an agent sends it: exercises the memo
+        inputs = json.dumps(conversation[:end], ensure_ascii=ascii_only, separators=separators)
+        outputs = json.dumps(conversation[end - 1 : end], ensure_ascii=ascii_only, separators=separators)
+        result = normalise_span(
+            span({"gen_ai.operation.name": "chat", "gen_ai.input.messages": inputs, "gen_ai.output.messages": outputs})
+        )
+        assert result["input_messages"] == _expected_json(inputs, "user")
+        assert result["output_messages"] == _expected_json(outputs, "assistant")
+
+
+def test_plans_follow_the_keys_not_the_first_span() -> None:
+    tool = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "a", "gen_ai.tool.call.id": "1"}
+    first = normalise_span(span(dict(tool), "execute_tool a"))
+    second = normalise_span(span({**tool, "gen_ai.tool.name": "b", "gen_ai.tool.call.id": 2}, "execute_tool b"))
+    assert (first["tool_name"], first["tool_call_id"]) == ("a", "1")
+    assert (second["tool_name"], second["tool_call_id"]) == ("b", "2")
+    # same keys, other order: its own plan, the same answer
+    reordered = normalise_span(span(dict(reversed(list(tool.items()))), "execute_tool a"))
+    assert reordered == first
+    # several keys of one list: priority order, whatever the attribute order
+    spellings = {"llm.token_count.prompt": 5, "gen_ai.usage.input_tokens": "x", "gen_ai.usage.prompt_tokens": 7}
+    providers = {"llm.provider": "anthropic", "gen_ai.system": "x", "gen_ai.provider.name": "openai"}
+    result = normalise_span(span({**spellings, **providers}))
+    assert (result["input_tokens"], result["provider"]) == (7, "openai")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    conversation=st.lists(_message, min_size=1, max_size=4),
+    position=st.floats(min_value=0, max_value=1),
+    insert=st.sampled_from([" ", "\n", "~", ",", '"', "\\", "0", "1e1", '"role":"user",', '"type":"x",']),
+)
+def test_near_miss_texts_match_the_plain_rule(conversation: list[Message], position: float, insert: str) -> None:
+    # a canonical text with one insertion anywhere (inside a string it may still be canonical; elsewhere it is
+    # whitespace, a duplicate key, another number or invalid JSON)
+    text = json.dumps(conversation, ensure_ascii=False, separators=(",", ":"))
+    at = int(position * len(text))
+    mutated = text[:at] + insert + text[at:]
+    for inputs in (text, mutated):
+        _check_messages(inputs, inputs)
