@@ -145,7 +145,11 @@ def _scan(
             if zlib.crc32(payload) != crc:
                 scan.corrupt.append((offset, end - offset))
             else:
-                scan.records.append((WalPosition(first_sequence, end), decode_payload(payload)))
+                record = decode_payload(payload)
+                # The header check above is skipped for a record still being appended when the file size
+                # was read; it may be complete now, so the owner check must be made here as well.
+                if want is None or want(record.sequence):
+                    scan.records.append((WalPosition(first_sequence, end), record))
             offset = end
             scan.good_end = end
     return scan

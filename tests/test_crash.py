@@ -176,3 +176,25 @@ def test_unpublished_age_tracks_the_oldest_waiting_commit(tmp_path: Path) -> Non
     assert wal.unpublished_age_seconds(first) < 0.05
     assert wal.unpublished_age_seconds(wal.durable_position) == 0.0
     wal.close()
+
+
+def test_reader_skips_unwanted_records_that_were_incomplete_when_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record still being appended when the reader measured the file, complete by the time it is read,
+    must still be checked against `want` (two writer shards once both stored the same request)."""
+    wal = WriteAheadLog(tmp_path)
+    _fill(wal, 2)
+    wal.close()
+    segment = segment_path(tmp_path, 0)
+    real_fstat = os.fstat
+
+    def stale_fstat(fd: int) -> os.stat_result:  # the size as it was before the last record's bytes landed
+        result = list(real_fstat(fd))
+        result[6] = segment.stat().st_size - 5
+        return os.stat_result(result)
+
+    monkeypatch.setattr(os, "fstat", stale_fstat)
+    reader = WalReader(tmp_path, WalPosition(0, 0))
+    bodies = [record.body for _, record in reader.read_available(want=lambda sequence: sequence == 0)]
+    assert bodies == [b"payload-0"]
