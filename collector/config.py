@@ -137,8 +137,9 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = 
 
 @dataclass(frozen=True, slots=True)
 class WriterSettings:
-    # Publish when this many rows are buffered... (10k rows of ~2 KB spans are ~50 MB of Arrow per writer)
-    flush_rows: int = 10_000
+    # Publish when this many rows are buffered... 5k rows of ~2 KB spans keep the whole collector at 462 MB
+    # PSS in bench/ingest.py (10k: 523 MB) at the same throughput; compaction merges the smaller parts.
+    flush_rows: int = 5_000
     flush_interval_seconds: float = 1.0  # ...or when the oldest buffered row is this old
     # WAL records read between checks of flush_rows: a record is a whole export request (often 512 spans),
     # so reading 256 at once buffered up to 131k spans and 1.75 GB per writer in the benchmark.
