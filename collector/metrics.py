@@ -7,27 +7,41 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
-class IngestMetrics:
+class WriterCounters:
+    """Cumulative counts of one writer process, sent to the collector after every publish."""
+
+    spans_written: int = 0
+    logs_written: int = 0
+    spans_dropped: int = 0
+    wal_records_failed: int = 0
+    parts_published: int = 0
+    parts_compacted: int = 0
+    spans_deduplicated: int = 0
+    model_spans_without_model: int = 0
+    model_spans_without_tokens: int = 0
+    spans_without_user: int = 0
+    unknown_price_models: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in WRITER_COUNTER_NAMES}
+
+
+WRITER_COUNTER_NAMES = tuple(f.name for f in fields(WriterCounters))
+
+
+@dataclass
+class IngestMetrics(WriterCounters):
+    """The collector's counters: its own (admission, requests) plus the sum of its writers' counters."""
+
     spans_accepted: int = 0
     logs_accepted: int = 0
     spans_rejected: Counter[str] = field(default_factory=Counter)
     logs_rejected: Counter[str] = field(default_factory=Counter)
     requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (transport, signal, outcome)
-    spans_written: int = 0
-    logs_written: int = 0
-    spans_deduplicated: int = 0
-    spans_dropped: int = 0
-    wal_records_failed: int = 0
-    unknown_price_models: Counter[str] = field(default_factory=Counter)
-    model_spans_without_model: int = 0
-    model_spans_without_tokens: int = 0
-    spans_without_user: int = 0
-    parts_published: int = 0
-    parts_compacted: int = 0
     wal_quarantined_records: int = 0
     last_publish_unix: float = 0.0
     started_unix: float = field(default_factory=time.time)

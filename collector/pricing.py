@@ -369,6 +369,13 @@ class Pricer:
             return reported
         return _UNKNOWN_MODEL
 
+    # The stored columns price_row reads (reprice selects just these from a part).
+    ROW_COLUMNS = (
+        "span_type", "provider", "request_model", "response_model", "input_tokens", "output_tokens",
+        "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "start_time_unix_nano", "reported_cost_usd",
+        "reported_cost_source",
+    )  # fmt: skip
+
     def price_row(self, row: Mapping[str, Any], *, server_address: str | None = None) -> CostResult:
         """Price a stored span row (a mapping keyed by lake column names), e.g. when re-pricing parts."""
         return self.price(

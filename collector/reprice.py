@@ -30,33 +30,14 @@ class RepriceReport:
 
 
 def reprice_table(table: pa.Table, pricer: Pricer, report: RepriceReport) -> pa.Table:
-    rows = table.select(
-        [
-            "span_type",
-            "provider",
-            "request_model",
-            "response_model",
-            "input_tokens",
-            "output_tokens",
-            "cache_read_tokens",
-            "cache_write_tokens",
-            "reasoning_tokens",
-            "start_time_unix_nano",
-            "reported_cost_usd",
-            "reported_cost_source",
-            "cost_usd",
-        ]
-    ).to_pylist()
     new: dict[str, list[object]] = {name: [] for name in _COST_COLUMNS}
-    for row in rows:
-        old_cost = row.pop("cost_usd")
-        result = pricer.price(**row)
+    old_costs = table.column("cost_usd").to_pylist()
+    for row, old_cost in zip(table.select(list(Pricer.ROW_COLUMNS)).to_pylist(), old_costs, strict=True):
+        result = pricer.price_row(row)
         for name in _COST_COLUMNS:
             new[name].append(getattr(result, name))
-        if result.cost_usd != old_cost:
-            report.changed += 1
-        if result.cost_status == "unknown_model":
-            report.unknown += 1
+        report.changed += result.cost_usd != old_cost
+        report.unknown += result.cost_status == "unknown_model"
         report.spans += 1
     for name in _COST_COLUMNS:
         index = table.schema.get_field_index(name)

@@ -11,38 +11,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from collector.checkpoints import checkpoint_path, load_checkpoint, store_checkpoint
 from collector.config import WriterSettings
 from collector.decode import decode_logs, decode_traces
+from collector.metrics import WriterCounters
 from collector.pricing import Pricer
 from collector.rows import IngestStats, PartitionBuffer
 from collector.wal import SIGNAL_TRACES, WalPosition, WalReader
 from store.lake import Lake
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class WriterCounters:
-    """Cumulative counts of one writer process, sent to the collector after every publish."""
-
-    spans_written: int = 0
-    logs_written: int = 0
-    spans_dropped: int = 0
-    wal_records_failed: int = 0
-    parts_published: int = 0
-    parts_compacted: int = 0
-    spans_deduplicated: int = 0
-    model_spans_without_model: int = 0
-    model_spans_without_tokens: int = 0
-    spans_without_user: int = 0
-    unknown_price_models: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 class LakeWriter:
@@ -113,8 +93,7 @@ class LakeWriter:
         c.model_spans_without_model += stats.model_spans_without_model
         c.model_spans_without_tokens += stats.model_spans_without_tokens
         c.spans_dropped += stats.failed_spans
-        for model, count in stats.unknown_price_models.items():
-            c.unknown_price_models[model] = c.unknown_price_models.get(model, 0) + count
+        c.unknown_price_models.update(stats.unknown_price_models)
         return read
 
     def publish(self) -> None:
