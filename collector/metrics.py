@@ -43,7 +43,6 @@ class IngestMetrics(WriterCounters):
     logs_rejected: Counter[str] = field(default_factory=Counter)
     requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (transport, signal, outcome)
     wal_quarantined_records: int = 0
-    last_publish_unix: float = 0.0
     started_unix: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Gauges read live when rendered: WAL depth in bytes, and the age of the oldest unpublished record.

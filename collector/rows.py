@@ -17,12 +17,11 @@ import pyarrow as pa
 from collector.messages import dumps as to_json
 from collector.normalise import messages_from_log, normalise_span
 from collector.otlp_model import DecodedLog, DecodedSpan
-from collector.pricing import CostResult, Pricer
+from collector.pricing import MODEL_SPAN_TYPES, CostResult, Pricer
 from store.lake import partition_date
 from store.schema import EVENT_COLUMN_NAMES, EVENT_SCHEMA, SPAN_COLUMN_NAMES, SPAN_SCHEMA
 
 log = logging.getLogger(__name__)
-_MODEL_TYPES = frozenset(("llm", "embedding"))
 
 
 def _event_json(span: DecodedSpan) -> str:
@@ -43,8 +42,6 @@ def _link_json(span: DecodedSpan) -> str:
 class IngestStats:
     """What a batch told us about data quality; merged into the collector's counters."""
 
-    spans: int = 0
-    events: int = 0
     unknown_price_models: Counter[str] = field(default_factory=Counter)
     model_spans_without_model: int = 0
     model_spans_without_tokens: int = 0
@@ -143,7 +140,6 @@ class PartitionBuffer:
                     to_json(span.scope_attributes) if span.scope_attributes else "{}",
                 )
             )  # fmt: skip
-            stats.spans += 1
             self.rows += 1
 
     @staticmethod
@@ -206,7 +202,6 @@ class PartitionBuffer:
             }
             rows = self._target("events", project, self._day(record.time_unix_nano))
             rows.append(tuple(row[name] for name in EVENT_COLUMN_NAMES))
-            stats.events += 1
             self.rows += 1
 
     def drain(self) -> list[tuple[str, str, str, pa.Table]]:
@@ -238,7 +233,7 @@ def _service_name(resource: dict[str, Any]) -> str | None:
 def _count_quality(fields: dict[str, Any], cost_status: str, stats: IngestStats) -> None:
     if fields["user_id"] is None:
         stats.spans_without_user += 1
-    if fields["span_type"] in _MODEL_TYPES:
+    if fields["span_type"] in MODEL_SPAN_TYPES:
         model = fields["response_model"] or fields["request_model"]
         if model is None:
             stats.model_spans_without_model += 1

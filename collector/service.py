@@ -11,7 +11,6 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
-import grpc
 import uvicorn
 
 from collector.config import Settings, WriterSettings
@@ -112,7 +111,3 @@ class Collector:
         self.writer.stop()
         self.wal.close()
         self._writer_lock.release()
-
-    @property
-    def grpc_server(self) -> grpc.Server:
-        return self._grpc

@@ -174,7 +174,7 @@ class WriteAheadLog:
         self._max_batch_bytes = max_batch_bytes
         self._queue: queue.Queue[tuple[bytes, Future[WalPosition]] | None] = queue.Queue()
         self._lock = threading.Lock()
-        self._durable = threading.Condition()
+        self._durable = threading.Lock()
         self.quarantined_records = 0
         self.fsyncs = 0
         # (end position, wall time) of each group commit, oldest first, for the flush-lag gauge.
@@ -256,14 +256,6 @@ class WriteAheadLog:
         with self._durable:
             return self._durable_position
 
-    def wait_for_change(self, known: WalPosition, timeout: float) -> WalPosition:
-        with self._durable:
-            self._durable.wait_for(lambda: self._durable_position != known, timeout)
-            return self._durable_position
-
-    def pending_bytes(self) -> int:
-        return self._queue.qsize()
-
     def _run(self) -> None:
         while True:
             item = self._queue.get()
@@ -306,7 +298,6 @@ class WriteAheadLog:
         with self._durable:
             self._durable_position = position
             self._commits.append((position, time.time()))
-            self._durable.notify_all()
         return position
 
     def unpublished_age_seconds(self, published: WalPosition) -> float:

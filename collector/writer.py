@@ -56,10 +56,6 @@ class LakeWriter:
     def read_position(self) -> WalPosition:
         return self._reader.position
 
-    @property
-    def buffered_rows(self) -> int:
-        return self._buffer.rows
-
     def publish_due(self) -> bool:
         return self._buffer.rows >= self.settings.flush_rows or (
             self._buffered_since is not None

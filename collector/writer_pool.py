@@ -186,8 +186,6 @@ class WriterPool:
                         m.unknown_price_models[model] += count - previous.get(name, {}).get(model, 0)
                 else:
                     setattr(m, name, getattr(m, name) + value - previous.get(name, 0))
-            if counters.get("spans_written", 0) != previous.get("spans_written", 0):
-                m.last_publish_unix = time.time()
         writer.counters = counters
         with self._progress:
             writer.position = max(writer.position, position)

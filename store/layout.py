@@ -74,11 +74,6 @@ class LakeLayout:
             found.append(Part(table, project_dir.split("=", 1)[1], date_dir.split("=", 1)[1], path))
         return found
 
-    def projects(self, table: str = "spans") -> list[str]:
-        base = self.table_dir(table)
-        if not base.exists():
-            return []
-        return sorted(p.name.split("=", 1)[1] for p in base.iterdir() if p.name.startswith("project="))
 
 
 def fsync_dir(directory: Path) -> None:
