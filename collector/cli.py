@@ -116,6 +116,24 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    """The query API on --api-port (uvicorn, one process; DuckDB uses both cores per query)."""
+    import uvicorn
+
+    from query.app import create_app, started
+
+    app = create_app(settings)
+    warm = started(app)
+    log.info(
+        "agentflight API ready on http://%s:%d (docs: /docs, index warmed in %.2f s)",
+        settings.host,
+        settings.api_port,
+        warm,
+    )
+    uvicorn.run(app, host=settings.host, port=settings.api_port, log_level="warning", access_log=False)
+    return 0
+
+
 def cmd_sql(settings: Settings, args: argparse.Namespace) -> int:
     from store.sql_shell import run_shell
 
@@ -186,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
         "up": ("run everything on the embedded default (data directory, no other server)", cmd_up),
         "collector": ("run the OTLP receiver and lake writer", cmd_collector),
+        "api": ("run the query API (traces, sessions, users, costs, read-only SQL, export)", cmd_api),
         "sql": ("DuckDB SQL over the lake (interactive, or one query with -c)", cmd_sql),
         "keys": ("create, list or revoke API keys", cmd_keys),
         "reprice": ("recompute costs of stored spans with the current price table and overrides", cmd_reprice),

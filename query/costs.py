@@ -1,0 +1,155 @@
+"""Cost breakdowns over the counted usage rows, and unit economics over the per-trace summaries.
+
+Only leaf model spans are summed (DESIGN invariant 4); a span whose cost is unknown is counted in
+`unknown_cost_spans` and left out of the sum, never priced at $0 (invariant 5). Every breakdown reports
+that share, so a total is never silently short.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from query.errors import BadRequest
+from query.index import TraceIndex
+from query.lineage import TOKEN_COLUMNS
+
+# group_by name -> SQL expression over the usage rows
+DIMENSIONS = {
+    "model": "model",
+    "request_model": "request_model",
+    "provider": "provider",
+    "user": "user_id",
+    "session": "session_id",
+    "service": "service_name",
+    "agent": "agent_name",
+    "tool": "tool_name",
+    "prompt": "prompt_name",
+    "prompt_version": "prompt_version",
+    "span_type": "span_type",
+    "day": "strftime(make_timestamp(start_ns // 1000), '%Y-%m-%d')",
+    "hour": "strftime(make_timestamp(start_ns // 1000), '%Y-%m-%dT%H:00Z')",
+}
+MAX_GROUPS = 10_000
+_SUMS = ", ".join(f"sum({c})::BIGINT AS {c}" for c in TOKEN_COLUMNS)
+
+
+def _range(from_ns: int | None, to_ns: int | None, column: str) -> tuple[str, list[Any]]:
+    clauses, params = ["true"], []
+    if from_ns is not None:
+        clauses.append(f"{column} >= ?")
+        params.append(from_ns)
+    if to_ns is not None:
+        clauses.append(f"{column} < ?")
+        params.append(to_ns)
+    return " AND ".join(clauses), params
+
+
+def _group_json(row: dict[str, Any]) -> dict[str, Any]:
+    tokens = {c: row.pop(c) or 0 for c in TOKEN_COLUMNS}
+    spans = row["spans"]
+    row["tokens"] = {**tokens, "total_tokens": tokens["input_tokens"] + tokens["output_tokens"]}
+    row["unknown_cost_share"] = round(row["unknown_cost_spans"] / spans, 6) if spans else 0.0
+    return row
+
+
+def cost_breakdown(
+    index: TraceIndex,
+    project: str,
+    group_by: list[str],
+    *,
+    from_ns: int | None = None,
+    to_ns: int | None = None,
+    limit: int = 1000,
+) -> dict[str, Any]:
+    unknown = [g for g in group_by if g not in DIMENSIONS]
+    if unknown:
+        raise BadRequest(f"group_by: {', '.join(unknown)} not among {', '.join(DIMENSIONS)}")
+    if len(set(group_by)) != len(group_by):
+        raise BadRequest("group_by: a dimension is repeated")
+    if not 1 <= limit <= MAX_GROUPS:
+        raise BadRequest(f"limit: must be between 1 and {MAX_GROUPS}")
+    index.refresh(project)
+    files = index.usage_files(project)
+    empty = {"spans": 0, "traces": 0, "cost_usd": None, "unknown_cost_spans": 0, **{c: 0 for c in TOKEN_COLUMNS}}
+    if not files:
+        return {"group_by": group_by, "groups": [], "total": _group_json(dict(empty)), "truncated": False}
+    where, params = _range(from_ns, to_ns, "start_ns")
+    measures = f"""count(*) AS spans, count(DISTINCT trace_id) AS traces, {_SUMS}, sum(cost_usd) AS cost_usd,
+                   count(*) FILTER (WHERE cost_usd IS NULL) AS unknown_cost_spans"""
+    source = "read_parquet(?, hive_partitioning=false)"
+    con = index.cursor()
+    try:
+        total_result = con.execute(f"SELECT {measures} FROM {source} WHERE {where}", [files, *params])
+        names = [d[0] for d in total_result.description or []]
+        total = dict(zip(names, total_result.fetchone() or (), strict=True))
+        groups: list[dict[str, Any]] = []
+        truncated = False
+        if group_by:
+            dims = ", ".join(f'{DIMENSIONS[g]} AS "{g}"' for g in group_by)
+            result = con.execute(
+                f"""SELECT {dims}, {measures} FROM {source} WHERE {where} GROUP BY ALL
+                    ORDER BY cost_usd DESC NULLS LAST, spans DESC, {", ".join(f'"{g}"' for g in group_by)}
+                    LIMIT ?""",
+                [files, *params, limit + 1],
+            )
+            names = [d[0] for d in result.description or []]
+            groups = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+            truncated = len(groups) > limit
+            groups = groups[:limit]
+    finally:
+        con.close()
+    return {
+        "group_by": group_by,
+        "groups": [_group_json(g) for g in groups],
+        "total": _group_json(total),
+        "truncated": truncated,
+    }
+
+
+def unit_economics(
+    index: TraceIndex,
+    project: str,
+    *,
+    from_ns: int | None = None,
+    to_ns: int | None = None,
+    sessions_per_day: float | None = None,
+) -> dict[str, Any]:
+    if sessions_per_day is not None and not sessions_per_day >= 0:
+        raise BadRequest("sessions_per_day: must be zero or more")
+    index.refresh(project)
+    where, params = _range(from_ns, to_ns, "start_ns")
+    con = index.cursor()
+    try:
+        row = con.execute(
+            f"""SELECT count(*) AS traces, count(DISTINCT session_id) AS sessions,
+                       sum(cost_usd) AS cost_usd, sum(cost_usd) FILTER (WHERE session_id IS NOT NULL) AS session_cost,
+                       sum(unknown_cost_spans)::BIGINT AS unknown_cost_spans,
+                       sum(counted_spans)::BIGINT AS counted_spans
+                FROM traces WHERE project = ? AND {where}""",
+            [project, *params],
+        ).fetchone()
+    finally:
+        con.close()
+    traces, sessions, cost, session_cost, unknown_spans, counted = row or (0, 0, None, None, 0, 0)
+    per_trace = cost / traces if traces and cost is not None else None
+    per_session = session_cost / sessions if sessions and session_cost is not None else None
+    out: dict[str, Any] = {
+        "traces": traces,
+        "sessions": sessions,
+        "cost_usd": cost,
+        "avg_cost_per_trace_usd": per_trace,
+        "avg_cost_per_session_usd": per_session,
+        "unknown_cost_spans": unknown_spans or 0,
+        "unknown_cost_share": round((unknown_spans or 0) / counted, 6) if counted else 0.0,
+    }
+    if sessions_per_day is not None:
+        # Agents that send no session id: each trace is its own session, and the basis says so.
+        basis_cost, basis = (per_session, "session") if sessions else (per_trace, "trace (no session ids sent)")
+        daily = basis_cost * sessions_per_day if basis_cost is not None else None
+        out["projection"] = {
+            "sessions_per_day": sessions_per_day,
+            "daily_cost_usd": daily,
+            "monthly_cost_usd": daily * 30 if daily is not None else None,
+            "basis": f"average cost per {basis} over the selected range; 30-day month",
+        }
+    return out

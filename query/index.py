@@ -1,0 +1,220 @@
+"""The query side's trace index: per-trace summaries and usage rows kept current with the lake.
+
+Each (project, date) partition of spans is summarised once per state of its part files (store/derived.py
+names the state by a fingerprint); the summaries are published as derived Parquet (so a restarted API or
+another replica reuses them) and loaded into an in-memory DuckDB table, merged per trace. Every read calls
+`refresh(project)` first, which lists the partitions (cheap), rebuilds only partitions whose parts changed,
+and so includes a late span on the next read. Usage rows stay on disk and are scanned by cost queries.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from query.lineage import TOKEN_COLUMNS
+from query.summaries import LIGHT_COLUMNS, TRACE_ROW_SCHEMA, summarise
+from store.derived import DerivedStore, fingerprint
+from store.layout import Part
+
+log = logging.getLogger(__name__)
+
+# Bump when summaries change shape or meaning: every partition's derived files are then rebuilt.
+DERIVED_VERSION = "traces-1"
+_READ_RETRIES = 3  # compaction may retire a part between listing and reading it
+
+_SQL_TYPES = {
+    pl.String: "VARCHAR",
+    pl.Int64: "BIGINT",
+    pl.Float64: "DOUBLE",
+    pl.Boolean: "BOOLEAN",
+}
+
+
+def _sql_type(dtype: object) -> str:
+    if isinstance(dtype, pl.List):
+        return "VARCHAR[]"
+    for polars_type, sql in _SQL_TYPES.items():
+        if dtype == polars_type:
+            return sql
+    raise TypeError(f"no SQL type for {dtype}")
+
+
+_ROW_COLUMNS = ", ".join(f'"{c}" {_sql_type(t)}' for c, t in TRACE_ROW_SCHEMA.items())
+_LIST_COLUMNS = ("services", "models", "providers", "agents", "tools", "span_types")
+_LIST_MERGES = ", ".join(f"list_sort(list_distinct(flatten(list({c})))) AS {c}" for c in _LIST_COLUMNS)
+
+# One row per trace, merged over its date partitions.
+_MERGE_SELECT = f"""
+SELECT project, trace_id,
+       min(start_ns) AS start_ns, max(end_ns) AS end_ns,
+       (max(end_ns) - min(start_ns)) AS duration_ns,
+       coalesce(arg_min(root_span_id, start_ns) FILTER (WHERE has_root), arg_min(root_span_id, start_ns))
+           AS root_span_id,
+       coalesce(arg_min(root_name, start_ns) FILTER (WHERE has_root), arg_min(root_name, start_ns)) AS root_name,
+       bool_or(has_root) AS has_root,
+       coalesce(arg_min(service_name, start_ns) FILTER (WHERE has_root), arg_min(service_name, start_ns))
+           AS service_name,
+       sum(span_count)::BIGINT AS span_count, sum(llm_calls)::BIGINT AS llm_calls,
+       sum(tool_calls)::BIGINT AS tool_calls, sum(error_count)::BIGINT AS error_count,
+       arg_min(user_id, start_ns) FILTER (WHERE user_id IS NOT NULL) AS user_id,
+       arg_min(session_id, start_ns) FILTER (WHERE session_id IS NOT NULL) AS session_id,
+       {_LIST_MERGES},
+       {", ".join(f"sum({c})::BIGINT AS {c}" for c in TOKEN_COLUMNS)},
+       sum(cost_usd) AS cost_usd,
+       sum(counted_spans)::BIGINT AS counted_spans, sum(unknown_cost_spans)::BIGINT AS unknown_cost_spans,
+       list_sort(list(date)) AS dates,
+       -- Detector findings (loop, retry, budget, guardrail) join here; errors are known from the spans.
+       CASE WHEN sum(error_count) > 0 THEN ['error'] ELSE []::VARCHAR[] END AS flags
+FROM trace_rows"""
+
+
+class TraceIndex:
+    """Thread-safe; one per API process. Reads use `cursor()`; `refresh` serialises rebuilds."""
+
+    def __init__(self, lake_root: Path, threads: int = 2) -> None:
+        self.lake_root = lake_root
+        self.derived = DerivedStore(lake_root)
+        self.db = duckdb.connect(config={"threads": threads})
+        self.db.execute(f"CREATE TABLE trace_rows (project VARCHAR, date VARCHAR, {_ROW_COLUMNS})")
+        self.db.execute(f"CREATE TABLE traces AS {_MERGE_SELECT} WHERE false GROUP BY project, trace_id")
+        self._loaded: dict[str, dict[str, str]] = {}  # project -> date -> fingerprint now in the tables
+        self._usage: dict[str, dict[str, Path]] = {}  # project -> date -> usage file
+        self._lock = threading.Lock()
+        self.last_refresh_seconds = 0.0
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self.db.cursor()
+
+    # --- keeping current --------------------------------------------------------------------------
+
+    def refresh(self, project: str) -> None:
+        with self._lock:
+            began = time.perf_counter()
+            by_date = self.derived.spans_by_date(project)
+            loaded = self._loaded.setdefault(project, {})
+            usage = self._usage.setdefault(project, {})
+            for date in sorted(set(loaded) - set(by_date)):  # dropped by retention
+                self._replace(project, date, None)
+                loaded.pop(date, None)
+                usage.pop(date, None)
+                for kind in ("traces", "usage"):
+                    self.derived.drop(kind, project, date)
+            for date, parts in sorted(by_date.items()):
+                print_ = fingerprint(parts, DERIVED_VERSION)
+                if loaded.get(date) == print_:
+                    continue
+                rows, usage_path, print_ = self._derive(project, date, parts, print_)
+                self._replace(project, date, rows)
+                loaded[date] = print_
+                usage[date] = usage_path
+            self.last_refresh_seconds = time.perf_counter() - began
+
+    def _derive(self, project: str, date: str, parts: list[Part], print_: str) -> tuple[pa.Table, Path, str]:
+        """The partition's trace rows (from its derived file when current, else computed and published)."""
+        for attempt in range(_READ_RETRIES):
+            traces_path = self.derived.path("traces", project, date, print_)
+            usage_path = self.derived.path("usage", project, date, print_)
+            if traces_path.exists() and usage_path.exists():
+                try:
+                    return pq.read_table(traces_path), usage_path, print_
+                except FileNotFoundError:
+                    pass  # another replica replaced it a moment ago; compute it ourselves
+            try:
+                spans = self._light_spans([str(p.path) for p in parts])
+            except duckdb.IOException:
+                if attempt == _READ_RETRIES - 1:
+                    raise
+                parts = self.derived.spans_by_date(project).get(date, [])
+                print_ = fingerprint(parts, DERIVED_VERSION)
+                continue
+            began = time.perf_counter()
+            trace_rows, usage_rows = summarise(spans)
+            traces_table, usage_table = trace_rows.to_arrow(), usage_rows.to_arrow()
+            self.derived.publish("usage", project, date, print_, usage_table)
+            self.derived.publish("traces", project, date, print_, traces_table)
+            log.info(
+                "indexed %s/%s: %d spans, %d traces in %.2f s",
+                project,
+                date,
+                spans.height,
+                trace_rows.height,
+                time.perf_counter() - began,
+            )
+            return traces_table, usage_path, print_
+        raise AssertionError("unreachable")
+
+    def _light_spans(self, files: list[str]) -> pl.DataFrame:
+        if not files:
+            return pl.DataFrame(schema={c: pl.String for c in LIGHT_COLUMNS})
+        columns = ", ".join(f'"{c}"' for c in LIGHT_COLUMNS)
+        con = self.db.cursor()
+        try:
+            return pl.from_arrow(  # type: ignore[return-value]
+                con.sql(
+                    f"""SELECT {columns} FROM read_parquet(?, hive_partitioning=false, union_by_name=true)
+                    QUALIFY row_number() OVER (
+                        PARTITION BY trace_id, span_id ORDER BY received_at_unix_nano DESC) = 1""",
+                    params=[files],
+                ).to_arrow_table()
+            )
+        finally:
+            con.close()
+
+    def _replace(self, project: str, date: str, rows: pa.Table | None) -> None:
+        """Swap one partition's rows and re-merge the traces they touch, in one transaction."""
+        con = self.db.cursor()
+        try:
+            con.execute("BEGIN")
+            con.execute(
+                """CREATE OR REPLACE TEMP TABLE touched AS
+                   SELECT DISTINCT trace_id FROM trace_rows WHERE project = ? AND date = ?""",
+                [project, date],
+            )
+            con.execute("DELETE FROM trace_rows WHERE project = ? AND date = ?", [project, date])
+            if rows is not None and rows.num_rows:
+                con.register("incoming", rows)
+                names = ", ".join(f'"{c}"' for c in TRACE_ROW_SCHEMA)
+                con.execute(f"INSERT INTO trace_rows SELECT ?, ?, {names} FROM incoming", [project, date])
+                con.execute("INSERT INTO touched SELECT trace_id FROM incoming")
+                con.unregister("incoming")
+            con.execute(
+                "DELETE FROM traces WHERE project = ? AND trace_id IN (SELECT trace_id FROM touched)", [project]
+            )
+            con.execute(
+                f"""INSERT INTO traces {_MERGE_SELECT}
+                    WHERE project = ? AND trace_id IN (SELECT DISTINCT trace_id FROM touched)
+                    GROUP BY project, trace_id""",
+                [project],
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    # --- what readers need ------------------------------------------------------------------------
+
+    def usage_files(self, project: str) -> list[str]:
+        return [str(p) for _, p in sorted(self._usage.get(project, {}).items())]
+
+    def span_files(self, project: str, dates: list[str] | None = None) -> list[str]:
+        by_date = self.derived.spans_by_date(project)
+        wanted = by_date if dates is None else {d: by_date.get(d, []) for d in dates}
+        return [str(p.path) for d in sorted(wanted, reverse=True) for p in wanted[d]]
+
+    def event_files(self, project: str, dates: list[str] | None = None) -> list[str]:
+        by_date = self.derived.events_by_date(project)
+        wanted = by_date if dates is None else {d: by_date.get(d, []) for d in dates}
+        return [str(p.path) for d in sorted(wanted, reverse=True) for p in wanted[d]]
+
+    def dates(self, project: str) -> list[str]:
+        return sorted(self._loaded.get(project, {}))

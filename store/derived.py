@@ -1,0 +1,80 @@
+"""Derived data files (per-trace summaries, counted usage rows): where they live and how they are swapped.
+
+Derived data is recomputable from the spans at any time (DESIGN, Storage); it is kept only to make listing
+fast. Each file is computed from one (project, date) partition of the span lake and named by a fingerprint
+of that partition's part files, so a reader knows at a glance whether it is current:
+    <lake>/_derived/<kind>/project=<p>/date=<YYYY-MM-DD>/<fingerprint>.parquet
+Files are written as `.tmp` and renamed, like parts. Any process may (re)build one: the same inputs give
+the same file, so two API replicas racing on a rebuild both publish identical content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from store.layout import LakeLayout, Part, fsync_dir
+
+DERIVED_KINDS = ("traces", "usage")
+
+
+def fingerprint(parts: list[Part], version: str) -> str:
+    """Names a partition's state: its part files (names and sizes) and the code version that derived it."""
+    digest = hashlib.sha256(version.encode())
+    for part in sorted(parts, key=lambda p: p.path.name):
+        digest.update(f"\0{part.path.name}:{part.size}".encode())
+    return digest.hexdigest()[:24]
+
+
+class DerivedStore:
+    def __init__(self, lake_root: Path) -> None:
+        self.layout = LakeLayout(lake_root)
+        self.root = lake_root / "_derived"
+
+    def partition_dir(self, kind: str, project: str, date: str) -> Path:
+        if kind not in DERIVED_KINDS:
+            raise ValueError(f"unknown derived kind {kind!r}")
+        # The layout validates the segments; the derived tree mirrors the lake's partitioning.
+        relative = self.layout.partition_dir("spans", project, date).relative_to(self.layout.table_dir("spans"))
+        return self.root / kind / relative
+
+    def path(self, kind: str, project: str, date: str, print_: str) -> Path:
+        return self.partition_dir(kind, project, date) / f"{print_}.parquet"
+
+    def publish(self, kind: str, project: str, date: str, print_: str, table: pa.Table) -> Path:
+        final = self.path(kind, project, date, print_)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
+        pq.write_table(table, tmp, compression="zstd", compression_level=1)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+        for stale in final.parent.glob("*.parquet"):
+            if stale != final:
+                stale.unlink(missing_ok=True)
+        return final
+
+    def dates(self, kind: str, project: str) -> list[str]:
+        base = self.root / kind / self.partition_dir(kind, project, "x").parent.name
+        if not base.exists():
+            return []
+        return sorted(d.name.split("=", 1)[1] for d in base.glob("date=*"))
+
+    def drop(self, kind: str, project: str, date: str) -> None:
+        shutil.rmtree(self.partition_dir(kind, project, date), ignore_errors=True)
+
+    def spans_by_date(self, project: str) -> dict[str, list[Part]]:
+        by_date: dict[str, list[Part]] = {}
+        for part in self.layout.parts("spans", project):
+            by_date.setdefault(part.date, []).append(part)
+        return by_date
+
+    def events_by_date(self, project: str) -> dict[str, list[Part]]:
+        by_date: dict[str, list[Part]] = {}
+        for part in self.layout.parts("events", project):
+            by_date.setdefault(part.date, []).append(part)
+        return by_date
