@@ -11,7 +11,7 @@ from typing import Any
 
 from query.errors import BadRequest
 from query.index import TraceIndex
-from query.lineage import TOKEN_COLUMNS
+from query.lineage import EXACT_COST_SUM, TOKEN_COLUMNS
 
 # group_by name -> SQL expression over the usage rows
 DIMENSIONS = {
@@ -74,7 +74,7 @@ def cost_breakdown(
     if not files:
         return {"group_by": group_by, "groups": [], "total": _group_json(dict(empty)), "truncated": False}
     where, params = _range(from_ns, to_ns, "start_ns")
-    measures = f"""count(*) AS spans, count(DISTINCT trace_id) AS traces, {_SUMS}, sum(cost_usd) AS cost_usd,
+    measures = f"""count(*) AS spans, count(DISTINCT trace_id) AS traces, {_SUMS}, {EXACT_COST_SUM} AS cost_usd,
                    count(*) FILTER (WHERE cost_usd IS NULL) AS unknown_cost_spans"""
     source = "read_parquet(?, hive_partitioning=false)"
     con = index.cursor()
@@ -122,7 +122,9 @@ def unit_economics(
     try:
         row = con.execute(
             f"""SELECT count(*) AS traces, count(DISTINCT session_id) AS sessions,
-                       sum(cost_usd) AS cost_usd, sum(cost_usd) FILTER (WHERE session_id IS NOT NULL) AS session_cost,
+                       {EXACT_COST_SUM} AS cost_usd,
+                       (sum(TRY_CAST(cost_usd AS DECIMAL(38, 12))) FILTER (WHERE session_id IS NOT NULL))::DOUBLE
+                           AS session_cost,
                        sum(unknown_cost_spans)::BIGINT AS unknown_cost_spans,
                        sum(counted_spans)::BIGINT AS counted_spans
                 FROM traces WHERE project = ? AND {where}""",

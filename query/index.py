@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from query.lineage import TOKEN_COLUMNS
+from query.lineage import EXACT_COST_SUM, TOKEN_COLUMNS
 from query.summaries import LIGHT_COLUMNS, TRACE_ROW_SCHEMA, summarise
 from store.derived import DerivedStore, fingerprint
 from store.layout import Part
@@ -68,7 +68,7 @@ SELECT project, trace_id,
        arg_min(session_id, start_ns) FILTER (WHERE session_id IS NOT NULL) AS session_id,
        {_LIST_MERGES},
        {", ".join(f"sum({c})::BIGINT AS {c}" for c in TOKEN_COLUMNS)},
-       sum(cost_usd) AS cost_usd,
+       {EXACT_COST_SUM} AS cost_usd,
        sum(counted_spans)::BIGINT AS counted_spans, sum(unknown_cost_spans)::BIGINT AS unknown_cost_spans,
        list_sort(list(date)) AS dates,
        -- Detector findings (loop, retry, budget, guardrail) join here; errors are known from the spans.

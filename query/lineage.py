@@ -15,6 +15,9 @@ TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_wr
 INHERITED = ("agent_name", "tool_name", "prompt_name", "prompt_version")
 # Agent hierarchies are a few levels deep; the bound only stops a hostile parent cycle from looping.
 MAX_DEPTH = 256
+# Costs are summed as DECIMAL(38, 12): a float sum depends on the order in which parallel threads combine,
+# and sending everything twice must change no number, to the last digit. 1e26 USD is beyond any real cost.
+EXACT_COST_SUM = "sum(TRY_CAST(cost_usd AS DECIMAL(38, 12)))::DOUBLE"
 
 
 def has_usage() -> pl.Expr:

@@ -10,11 +10,11 @@ from typing import Any
 
 from query.errors import BadRequest, NotFound
 from query.index import TraceIndex
-from query.lineage import TOKEN_COLUMNS
+from query.lineage import EXACT_COST_SUM, TOKEN_COLUMNS
 from query.traces import SUMMARY_COLUMNS, iso, summary_json
 
 _TOTALS = f"""count(*) AS traces, sum(span_count)::BIGINT AS spans, sum(error_count)::BIGINT AS errors,
-    {", ".join(f"sum({c})::BIGINT AS {c}" for c in TOKEN_COLUMNS)}, sum(cost_usd) AS cost_usd,
+    {", ".join(f"sum({c})::BIGINT AS {c}" for c in TOKEN_COLUMNS)}, {EXACT_COST_SUM} AS cost_usd,
     sum(unknown_cost_spans)::BIGINT AS unknown_cost_spans,
     min(start_ns) AS first_start_ns, max(end_ns) AS last_end_ns"""
 BUCKETS = {"day": "%Y-%m-%d", "hour": "%Y-%m-%dT%H:00Z"}

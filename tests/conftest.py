@@ -61,3 +61,43 @@ def grpc_export(
         call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
         response, rpc = call.with_call(body, metadata=metadata, timeout=60)
         return response, rpc
+
+
+class ApiServer:
+    """The query API served by a real uvicorn on port 0 in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        import threading
+
+        import uvicorn
+
+        from query.app import create_app
+
+        self.app = create_app(settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        import time
+
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("query API did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def client(self, key: str | None = None) -> Any:
+        import httpx
+
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def start_api(settings: Settings) -> ApiServer:
+    return ApiServer(settings)
