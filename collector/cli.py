@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from collector.config import ConfigError, Settings, load_settings
+from collector.config import ConfigError, Settings, env_name, load_settings
 
 log = logging.getLogger("agentflight")
 
@@ -68,28 +71,54 @@ def cmd_collector(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-_TRACE_SUMMARY_SQL = """
-SELECT any_value(service_name) AS service, count(*) AS spans,
-       string_agg(DISTINCT span_type, ',' ORDER BY span_type) AS span_types,
-       sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
-       round(sum(cost_usd) FILTER (WHERE span_type IN ('llm', 'embedding')), 6) AS cost_usd,
-       bool_or(is_error) AS error
-FROM spans GROUP BY trace_id ORDER BY min(start_time_unix_nano) DESC LIMIT 10"""
+def _start_api_process(settings: Settings) -> subprocess.Popen[bytes]:
+    """The query API in its own process: the receiving process keeps DuckDB and the index out of its memory."""
+    env = dict(os.environ)
+    env.update(
+        {
+            env_name("data_dir"): str(settings.data_dir),
+            env_name("host"): settings.host,
+            env_name("api_port"): str(settings.api_port),
+            env_name("keys_file"): str(settings.keys_path),
+            env_name("log_level"): settings.log_level,
+        }
+    )
+    return subprocess.Popen([sys.executable, "-m", "collector.cli", "api"], env=env)
 
 
-def _print_welcome(settings: Settings, grpc_port: int, http_port: int) -> None:
-    from store.views import connect
+def _wait_for_api(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> bool:
+    import httpx
 
-    con = connect(settings.lake_dir)
-    try:
-        print("\nLatest traces in the lake:", flush=True)
-        con.sql(_TRACE_SUMMARY_SQL).show(max_width=160)
-    finally:
-        con.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _print_welcome(settings: Settings, grpc_port: int, http_port: int, api_url: str | None) -> None:
+    import httpx
+
+    if api_url is not None and not settings.keys_path.exists():
+        traces = httpx.get(f"{api_url}/traces", params={"limit": 10}, timeout=30).json().get("traces", [])
+        print("\nLatest traces:", flush=True)
+        print(f"  {'start (UTC)':<20} {'spans':>5} {'tokens':>7} {'cost USD':>10}  {'error':<5}  root", flush=True)
+        for t in traces:
+            cost = "unknown" if t["cost_usd"] is None else f"{t['cost_usd']:.6f}"
+            print(
+                f"  {t['start_time'][:19]:<20} {t['span_count']:>5} {t['tokens']['total_tokens']:>7} {cost:>10}  "
+                f"{'yes' if t['error'] else '':<5}  {t['root_name']}",
+                flush=True,
+            )
     host, data = settings.host, settings.data_dir
     lines = [
-        f"agentflight is running; data in {data.resolve()}",
+        f"\nagentflight is running; data in {data.resolve()}",
         f"  Point an agent at it:  OTEL_EXPORTER_OTLP_ENDPOINT=http://{host}:{http_port}  (gRPC: {host}:{grpc_port})",
+        f"  Query API:             {api_url or 'not running (see the log above)'}  (OpenAPI docs: /docs)",
         f"  Query the lake:        .venv/bin/agentflight sql --data-dir {data}",
         f"  Ingest health:         http://{host}:{http_port}/health   (Prometheus: /metrics)",
         "Press Ctrl-C to stop.",
@@ -98,21 +127,33 @@ def _print_welcome(settings: Settings, grpc_port: int, http_port: int) -> None:
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    """Everything on the embedded default: the collector, with sample traces on a first run."""
+    """Everything on the embedded default: the collector and the query API, with sample traces on a first run."""
     from collector.seed import send_samples
     from collector.service import Collector
 
     stop = _stop_on_signal()
     collector = Collector(settings).start()
-    fresh = not collector.lake.parts("spans")
-    if fresh and not args.no_samples and not collector.keys.enabled:
-        sent = send_samples(settings.host, collector.http_port)
-        collector.flush()
-        log.info("first run: loaded %d sample export(s) through the OTLP receiver", sent)
-    _print_welcome(settings, collector.grpc_port, collector.http_port)
-    stop.wait()
-    log.info("shutting down: publishing what is buffered")
-    collector.stop()
+    api = _start_api_process(settings)
+    try:
+        fresh = not collector.lake.parts("spans")
+        if fresh and not args.no_samples and not collector.keys.enabled:
+            sent = send_samples(settings.host, collector.http_port)
+            collector.flush()
+            log.info("first run: loaded %d sample export(s) through the OTLP receiver", sent)
+        api_url: str | None = f"http://{settings.host}:{settings.api_port}"
+        if not _wait_for_api(f"http://{settings.host}:{settings.api_port}", api):
+            log.error("the query API did not start (exit code %s); the collector keeps running", api.poll())
+            api_url = None
+        _print_welcome(settings, collector.grpc_port, collector.http_port, api_url)
+        stop.wait()
+    finally:
+        log.info("shutting down: publishing what is buffered")
+        api.terminate()
+        collector.stop()
+        try:
+            api.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            api.kill()
     return 0
 
 
