@@ -34,13 +34,20 @@ def _source(con: duckdb.DuckDBPyConnection, lake: Lake, table: str, project: str
 
 def create_views(con: duckdb.DuckDBPyConnection, lake: Lake, project: str | None = None) -> None:
     """(Re)create the views; call again to pick up parts published since."""
-    spans_src = _source(con, lake, "spans", project)
-    events_src = _source(con, lake, "events", project)
+    create_views_over(con, _source(con, lake, "spans", project), _source(con, lake, "events", project), project)
+
+
+def create_views_over(
+    con: duckdb.DuckDBPyConnection, spans_source: str, events_source: str, project: str | None = None
+) -> None:
+    """The views over two relations holding stored rows: a Parquet scan, or a table or dataset registered on the
+    connection (query/sql_sandbox.py registers pyarrow datasets so its DuckDB never opens a file itself).
+    With a project, rows of any other project are filtered out even if a source holds some."""
     where = ""
     if project is not None:
         where = "WHERE project = '" + project.replace("'", "''") + "'"
-    con.execute(f"CREATE OR REPLACE VIEW spans_raw AS SELECT * FROM {spans_src} {where}")
-    con.execute(f"CREATE OR REPLACE VIEW events_raw AS SELECT * FROM {events_src} {where}")
+    con.execute(f"CREATE OR REPLACE VIEW spans_raw AS SELECT * FROM {spans_source} {where}")
+    con.execute(f"CREATE OR REPLACE VIEW events_raw AS SELECT * FROM {events_source} {where}")
     con.execute(
         """CREATE OR REPLACE VIEW spans AS
            SELECT * FROM spans_raw
