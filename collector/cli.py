@@ -36,6 +36,9 @@ _COMMON_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--writer-processes", {"help": "lake writer processes (default 2, one per core)"}),
     ("--retention-days", {"help": "drop date partitions older than this (default: keep forever)"}),
     ("--log-level", {"help": "DEBUG, INFO, WARNING or ERROR (default INFO)"}),
+    ("--sql-timeout-seconds", {"help": "POST /sql: longest a query runs (default 10)"}),
+    ("--sql-max-rows", {"help": "POST /sql: most rows a result may have (default 10000)"}),
+    ("--sql-memory-limit-mb", {"help": "POST /sql: DuckDB memory per query in MiB (default 1024)"}),
 ]
 
 

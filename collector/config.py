@@ -37,6 +37,9 @@ class Settings:
     writer_processes: int = 2  # lake writer processes (decode, normalise, price, Parquet); one per core
     retention_days: int | None = None
     log_level: str = "INFO"
+    sql_timeout_seconds: float = 10.0  # POST /sql: longest a query runs before 408
+    sql_max_rows: int = 10_000  # POST /sql: largest result before 413 (aggregate or add a LIMIT)
+    sql_memory_limit_mb: int = 1024  # POST /sql: DuckDB memory per query before 413
 
     @property
     def lake_dir(self) -> Path:
@@ -109,6 +112,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "writer_processes": _positive_int,
     "retention_days": _positive_int,
     "log_level": _log_level,
+    "sql_timeout_seconds": _positive_float,
+    "sql_max_rows": _positive_int,
+    "sql_memory_limit_mb": _positive_int,
 }
 
 

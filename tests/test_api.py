@@ -7,6 +7,7 @@ never from the API's code. Goldens for the tree and the cost breakdown of the ca
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -132,7 +133,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Collector,
     scenario = Scenario(collector.grpc_port)
     scenario.run()
     collector.flush()
-    api = start_api(collector.settings)
+    api = start_api(dataclasses.replace(collector.settings, sql_timeout_seconds=1.0, sql_max_rows=1000))
     yield collector, api, scenario
     api.stop()
     collector.stop()
@@ -503,3 +504,61 @@ def test_keys_scope_every_route_to_one_project(tmp_path: Path) -> None:
     finally:
         api.stop()
         collector.stop()
+
+
+def test_sql_route_formats_and_refusals(stack: tuple[Collector, ApiServer, Scenario]) -> None:
+    import io
+
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
+    collector, api, _ = stack
+    sql = "SELECT trace_id, count(*) AS spans FROM spans GROUP BY ALL ORDER BY trace_id"
+    expected = query(collector, sql)
+    with api.client() as client:
+        body = client.post("/sql", json={"sql": sql}).json()
+        assert [c["name"] for c in body["columns"]] == ["trace_id", "spans"]
+        assert [tuple(r) for r in body["rows"]] == expected and body["row_count"] == 4
+        arrow = client.post("/sql", json={"sql": sql, "format": "arrow"})
+        assert arrow.headers["content-type"] == "application/vnd.apache.arrow.stream"
+        assert ipc.open_stream(arrow.content).read_all().num_rows == 4
+        parquet = client.post("/sql", json={"sql": sql, "format": "parquet"})
+        assert pq.read_table(io.BytesIO(parquet.content)).column("spans").to_pylist() == [r[1] for r in expected]
+        for bad, status in [
+            ("SELECT 1; DROP VIEW spans", 400),
+            ("COPY spans TO '/tmp/x.csv'", 400),
+            ("SELECT * FROM read_csv('/etc/passwd')", 400),
+            ("SELEKT 1", 400),
+            ("SELECT sum(a.range * b.range) FROM range(100000000) a, range(100000000) b", 408),
+        ]:
+            response = client.post("/sql", json={"sql": bad})
+            assert response.status_code == status, (bad, response.text)
+            assert response.json()["error"] and "/" not in response.json()["error"].split(":")[0]
+        assert client.post("/sql", json={"sql": "SELECT * FROM range(1001)"}).status_code == 413
+        assert client.post("/sql", json={"sql": "SELECT * FROM range(1000)"}).json()["row_count"] == 1000
+        assert client.post("/sql", json={}).status_code == 422
+
+
+def test_export_route_reimports_and_gives_an_eval_case(
+    stack: tuple[Collector, ApiServer, Scenario], tmp_path: Path
+) -> None:
+    collector, api, sc = stack
+    with api.client() as client:
+        otlp = client.get(f"/traces/{sc.ids['t1']}/export", params={"format": "otlp"})
+        assert otlp.status_code == 200 and "attachment" in otlp.headers["content-disposition"]
+        case = client.get(f"/traces/{sc.ids['t3']}/export", params={"format": "eval"})
+        assert case.headers["content-type"].startswith("application/x-ndjson")
+        (line,) = case.text.splitlines()
+        assert json.loads(line)["trace_id"] == sc.ids["t3"]
+        assert "needle-phrase" in json.dumps(json.loads(line)["input"])
+        assert client.get(f"/traces/{sc.ids['t1']}/export", params={"format": "csv"}).status_code == 422
+    other = start_collector(tmp_path / "other")
+    try:
+        response = httpx.post(f"http://127.0.0.1:{other.http_port}/v1/traces", json=otlp.json())
+        assert response.status_code == 200
+        other.flush()
+        columns = "span_id, parent_span_id, name, span_type, input_tokens, output_tokens, cost_usd, attributes"
+        sql = f"SELECT {columns} FROM spans WHERE trace_id = ? ORDER BY span_id"
+        assert query(other, sql, params=[sc.ids["t1"]]) == query(collector, sql, params=[sc.ids["t1"]])
+    finally:
+        other.stop()
