@@ -109,14 +109,14 @@ def _print_welcome(settings: Settings, grpc_port: int, http_port: int, api_url: 
     if api_url is not None and not settings.keys_path.exists():
         traces = httpx.get(f"{api_url}/traces", params={"limit": 10}, timeout=30).json().get("traces", [])
         print("\nLatest traces:", flush=True)
-        print(f"  {'start (UTC)':<20} {'spans':>5} {'tokens':>7} {'cost USD':>10}  {'error':<5}  root", flush=True)
+        columns = ("start (UTC)", "service", "spans", "tokens", "cost USD", "error", "root")
+        row = "  {:<20} {:<24} {:>5} {:>7} {:>10}  {:<5}  {}"
+        print(row.format(*columns), flush=True)
         for t in traces:
             cost = "unknown" if t["cost_usd"] is None else f"{t['cost_usd']:.6f}"
-            print(
-                f"  {t['start_time'][:19]:<20} {t['span_count']:>5} {t['tokens']['total_tokens']:>7} {cost:>10}  "
-                f"{'yes' if t['error'] else '':<5}  {t['root_name']}",
-                flush=True,
-            )
+            cells = (t["start_time"][:19], (t["service_name"] or "")[:24], t["span_count"])
+            error = "yes" if t["error"] else ""
+            print(row.format(*cells, t["tokens"]["total_tokens"], cost, error, t["root_name"]), flush=True)
     host, data = settings.host, settings.data_dir
     lines = [
         f"\nagentflight is running; data in {data.resolve()}",

@@ -4,11 +4,6 @@ project-scoped views, and the writer lock."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -20,7 +15,7 @@ from collector.service import Collector
 from store.lake import Lake, WriterLock
 from store.schema import SCHEMA_VERSION_KEY
 from store.views import connect
-from tests.conftest import CAPTURED, REPO, grpc_export, query, start_collector
+from tests.conftest import CAPTURED, grpc_export, query, start_collector
 from tests.test_bad_input import _request
 
 TAU = (CAPTURED / "tau_replay_openinference_10.binpb").read_bytes()
@@ -109,9 +104,7 @@ def test_reprice_applies_a_new_override_to_stored_spans(tmp_path: Path) -> None:
     assert before == 0 and model
     prices = data / "prices"
     prices.mkdir()
-    (prices / "default.toml").write_text(
-        f'[[model]]\nmatch = "{model[0][0]}"\ninput_mtok = 1000\noutput_mtok = 2000\n'
-    )
+    (prices / "default.toml").write_text(f'[[model]]\nmatch = "{model[0][0]}"\ninput_mtok = 1000\noutput_mtok = 2000\n')
     report = reprice_lake(data / "lake", ProjectPricers(prices).for_project)
     assert report.parts >= 1 and report.changed > 0
     con = connect(data / "lake")
@@ -134,30 +127,3 @@ def test_part_names_and_layout(collector: Collector) -> None:
     (part,) = Lake(collector.settings.lake_dir).parts("spans")
     assert part.path.name.startswith("part-") and "-w0-" in part.path.name
     assert part.path.relative_to(collector.settings.lake_dir).parts[:2] == ("spans", "project=default")
-
-
-def test_agentflight_up_shows_sample_traces(tmp_path: Path) -> None:
-    """The README's run command on an empty data directory: real traces to look at, then a clean stop."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "collector.cli", "up", "--data-dir", str(tmp_path / "d"), "--grpc-port", "0",
-         "--http-port", "0"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert proc.stdout is not None
-    seen: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        seen.append(line)
-        if "Press Ctrl-C to stop." in line or not line:
-            break
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) == 0
-    output = "".join(seen)
-    assert "capture-otel_v2" in output and "js-agent" in output and "capture-openinference" in output
-    con = connect(tmp_path / "d" / "lake")
-    assert con.execute("SELECT count(*) FROM spans").fetchone() == (13,)

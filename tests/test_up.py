@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from store.views import connect
 from tests.conftest import REPO
 
 
@@ -43,11 +44,15 @@ def test_up_serves_sample_traces_through_the_api(tmp_path: Path) -> None:
         traces = httpx.get(f"http://127.0.0.1:{api_port}/traces", timeout=30).json()["traces"]
         assert len(traces) >= 3
         assert any(t["root_name"] in text for t in traces)
+        for service in ("capture-otel_v2", "js-agent", "capture-openinference"):  # the three bundled exports
+            assert service in text
         tree = httpx.get(f"http://127.0.0.1:{api_port}/traces/{traces[0]['trace_id']}", timeout=30).json()
         assert tree["total_spans"] == traces[0]["span_count"]
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0, "".join(output)
+    con = connect(tmp_path / "data" / "lake")
+    assert con.execute("SELECT count(*) FROM spans").fetchone() == (13,)
     # The API process went down with it.
     try:
         httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=2)
