@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from collector.config import Settings
 from query import costs, people, trace_view
@@ -97,6 +98,11 @@ def create_app(settings: Settings, index: TraceIndex | None = None) -> FastAPI:
     @app.exception_handler(QueryError)
     async def _query_error(_: Request, exc: QueryError) -> Response:
         return SafeJSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        # Unknown paths (404) and methods (405) answer in the API's error shape too, not {"detail": ...}.
+        return SafeJSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> Response:

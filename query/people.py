@@ -19,6 +19,8 @@ _TOTALS = f"""count(*) AS traces, sum(span_count)::BIGINT AS spans, sum(error_co
     min(start_ns) AS first_start_ns, max(end_ns) AS last_end_ns"""
 BUCKETS = {"day": "%Y-%m-%d", "hour": "%Y-%m-%dT%H:00Z"}
 MAX_TRACES = 1000
+# OFFSET is a BIGINT in DuckDB; far below that, a page this deep is empty for any real project.
+MAX_OFFSET = 1_000_000_000
 
 
 def _rows(index: TraceIndex, sql: str, params: list[Any]) -> list[dict[str, Any]]:
@@ -67,6 +69,8 @@ def list_sessions(
 ) -> dict[str, Any]:
     if not 1 <= limit <= MAX_TRACES:
         raise BadRequest(f"limit: must be between 1 and {MAX_TRACES}")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise BadRequest(f"offset: must be between 0 and {MAX_OFFSET}")
     index.refresh(project)
     where, params = "project = ? AND session_id IS NOT NULL", [project]
     if user is not None:
@@ -130,6 +134,8 @@ def get_user(
 def list_users(index: TraceIndex, project: str, *, limit: int = 100, offset: int = 0) -> dict[str, Any]:
     if not 1 <= limit <= MAX_TRACES:
         raise BadRequest(f"limit: must be between 1 and {MAX_TRACES}")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise BadRequest(f"offset: must be between 0 and {MAX_OFFSET}")
     index.refresh(project)
     users = _rows(
         index,

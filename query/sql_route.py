@@ -35,9 +35,43 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _as_text_type(kind: pa.DataType) -> pa.DataType:
+    """The type with every date, time and timestamp inside it made a string (Arrow formats those itself)."""
+    if pa.types.is_temporal(kind) and not pa.types.is_interval(kind):
+        return pa.string()
+    if pa.types.is_list(kind):
+        return pa.list_(_as_text_type(kind.value_type))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(_as_text_type(kind.value_type))
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(_as_text_type(kind.value_type), kind.list_size)
+    if pa.types.is_struct(kind):
+        return pa.struct([kind.field(i).with_type(_as_text_type(kind.field(i).type)) for i in range(kind.num_fields)])
+    if pa.types.is_map(kind):
+        return pa.map_(_as_text_type(kind.key_type), _as_text_type(kind.item_type))
+    return kind
+
+
+def _column_values(column: pa.ChunkedArray, name: str) -> list[Any]:
+    """Python values of a column. A date or timestamp Python cannot hold (year 0 or past 9999, DuckDB's
+    'infinity') arrives as Arrow's text for it, so a valid SELECT answers instead of failing in conversion."""
+    try:
+        return column.to_pylist()
+    except (OverflowError, ValueError):
+        pass
+    try:
+        return column.cast(_as_text_type(column.type)).to_pylist()
+    except (OverflowError, ValueError, pa.ArrowException):
+        raise QueryError(
+            f"column {name!r} holds a value JSON rows cannot carry; ask for format arrow or parquet, "
+            "or cast the column to VARCHAR"
+        ) from None
+
+
 def table_json(table: pa.Table) -> dict[str, Any]:
     columns = [{"name": f.name, "type": str(f.type)} for f in table.schema]
-    rows = [[_jsonable(v) for v in row.values()] for row in table.to_pylist()]
+    values = [_column_values(table.column(i), f.name) for i, f in enumerate(table.schema)]
+    rows = [[_jsonable(v) for v in row] for row in zip(*values, strict=True)] if values else []
     return {"columns": columns, "rows": rows, "row_count": table.num_rows}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,8 @@ SORT_KEYS = {
     "spans": "span_count",
 }
 MAX_LIMIT = 500
+# Durations are int64 nanoseconds (about 292 years); one ms below keeps float rounding inside int64.
+MAX_DURATION_MS = 2**63 // 1_000_000 - 1
 # Text search reads content columns; these are where names, prompts, answers and tool I/O live.
 _SPAN_TEXT_COLUMNS = ("name", "input_messages", "output_messages", "tool_arguments", "tool_result", "status_message")
 _EVENT_TEXT_COLUMNS = ("input_messages", "output_messages", "body")
@@ -93,13 +96,18 @@ class TraceFilter:
         return " AND ".join(clauses), params
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
 def parse_time(value: str | None, name: str) -> int | None:
     """Unix nanoseconds from an integer (ns) or an ISO 8601 time (UTC unless it says otherwise)."""
     if value is None or value == "":
         return None
     text = value.strip()
-    if text.lstrip("-").isdigit():
-        number = int(text)
+    if _INTEGER.fullmatch(text):
+        # ASCII digits only (int() would take "²" or "١٢٣"), and no more than any int64 has: int() refuses
+        # strings past 4,300 digits with a ValueError, and such a number is out of range anyway.
+        number = int(text) if len(text) <= 20 else -1
         if not 0 <= number < 2**63:
             raise BadRequest(f"{name}: {value!r} is out of range for nanoseconds since the epoch")
         return number
@@ -109,7 +117,10 @@ def parse_time(value: str | None, name: str) -> int | None:
         raise BadRequest(f"{name}: {value!r} is neither an ISO 8601 time nor integer nanoseconds") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
-    return int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
+    ns = int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
+    # Every stored time is in [0, 2**63) ns, so clamping an earlier or later ISO time selects the same spans
+    # and keeps the bound a BIGINT that iso() can print (year 1 at +05:00 is year 0 in UTC).
+    return min(max(ns, 0), 2**63 - 1)
 
 
 def iso(ns: int | None) -> str | None:
@@ -244,6 +255,8 @@ def list_traces(
         raise BadRequest(f"flag: {flt.flag!r} is not one of {', '.join(FLAG_KINDS)}")
     if flt.status is not None and flt.status not in ("error", "ok"):
         raise BadRequest("status: must be 'error' or 'ok'")
+    if flt.min_duration_ms is not None and not 0 <= flt.min_duration_ms <= MAX_DURATION_MS:
+        raise BadRequest(f"min_duration_ms: must be between 0 and {MAX_DURATION_MS}")
     index.refresh(project)
     if flt.text:
         rows = _search_pages(index, project, flt, sort, descending, limit, cursor)
