@@ -266,11 +266,18 @@ def create_app(settings: Settings, index: TraceIndex | None = None) -> FastAPI:
         from_: From = None,
         to: To = None,
         limit: Annotated[int, Query(ge=1, le=costs.MAX_GROUPS)] = 1000,
+        count_traces: Annotated[bool, Query(description="distinct traces per group (slower)")] = False,
     ) -> dict[str, Any]:
         """Cost and tokens by kind, grouped; leaf model spans only; unknown-cost share per group."""
         dims = [g.strip() for g in group_by.split(",") if g.strip()]
         return costs.cost_breakdown(
-            state.index, caller, dims, from_ns=parse_time(from_, "from"), to_ns=parse_time(to, "to"), limit=limit
+            state.index,
+            caller,
+            dims,
+            from_ns=parse_time(from_, "from"),
+            to_ns=parse_time(to, "to"),
+            limit=limit,
+            count_traces=count_traces,
         )
 
     @app.get("/costs/unit-economics", tags=["costs"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import io
+import threading
 import uuid
 from typing import Any
 
@@ -75,14 +76,31 @@ def table_json(table: pa.Table) -> dict[str, Any]:
     return {"columns": columns, "rows": rows, "row_count": table.num_rows}
 
 
+# Each sandboxed query may use its whole memory limit (1 GB): two at once fit the 2-core, small-memory
+# machines we target; a third caller is told to retry instead of pushing the server into swap.
+_CONCURRENT = threading.BoundedSemaphore(2)
+_QUEUE_SECONDS = 5.0
+
+
 def run(settings: Settings, project: str, sql: str, fmt: str) -> Response:
     from query.app import SafeJSONResponse
-    from query.sql_sandbox import SqlRejected, run_select
+    from query.sql_sandbox import SqlLimits, SqlRejected, run_select
 
+    if not _CONCURRENT.acquire(timeout=_QUEUE_SECONDS):
+        busy = QueryError("two SQL queries are already running; retry in a few seconds")
+        busy.status = 429
+        raise busy
     try:
-        table = run_select(settings.lake_dir, project, sql)
+        limits = SqlLimits(
+            max_rows=settings.sql_max_rows,
+            timeout_seconds=settings.sql_timeout_seconds,
+            memory_limit=f"{settings.sql_memory_limit_mb}MB",
+        )
+        table = run_select(settings.lake_dir, project, sql, limits)
     except SqlRejected as exc:
         raise _as_query_error(exc) from None
+    finally:
+        _CONCURRENT.release()
     if fmt == "arrow":
         sink = io.BytesIO()
         with ipc.new_stream(sink, table.schema) as writer:

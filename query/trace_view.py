@@ -218,7 +218,12 @@ def get_trace(
     trace_id = normalise_trace_id(trace_id)
     summary = locate(index, project, trace_id)
     dates = summary["dates"]
-    spans = _read(index, index.span_files(project, dates), trace_id, (*NODE_COLUMNS, "received_at_unix_nano"))
+    files = index.span_files(project, dates)
+    with_content = content if content is not None else summary["span_count"] <= DEFAULT_CONTENT_SPANS
+    # A small trace's content comes in the same read as its structure: one Parquet scan, not two.
+    inline = with_content and summary["span_count"] <= DEFAULT_CONTENT_SPANS
+    columns = (*NODE_COLUMNS, *(CONTENT_COLUMNS if inline else ()), "received_at_unix_nano")
+    spans = _read(index, files, trace_id, columns)
     lined = with_lineage(spans) if spans.height else spans.with_columns(counted=pl.lit(False))
     nodes = build_tree(lined.to_dicts())
     visible = [n for n in nodes if max_depth is None or n.depth <= max_depth]
@@ -230,9 +235,9 @@ def get_trace(
         if max_depth is not None and node.depth == max_depth:
             entry["hidden_descendants"] = node.descendants
         out_nodes.append(entry)
-    with_content = content if content is not None else len(nodes) <= DEFAULT_CONTENT_SPANS
     if with_content and page:
-        _attach_content(index, project, dates, trace_id, lined, out_nodes)
+        rows = lined.select("span_id", *CONTENT_COLUMNS).to_dicts() if inline else None
+        _attach_content(index, project, dates, trace_id, lined, out_nodes, rows)
     return {
         "trace": summary_json(summary),
         "total_spans": len(nodes),
@@ -253,9 +258,10 @@ def _attach_content(
     trace_id: str,
     spans: pl.DataFrame,
     out_nodes: list[dict[str, Any]],
+    rows: list[dict[str, Any]] | None = None,
 ) -> None:
-    wanted = [n["span_id"] for n in out_nodes]
-    rows = _read_content(index, project, dates, trace_id, wanted)
+    if rows is None:
+        rows = _read_content(index, project, dates, trace_id, [n["span_id"] for n in out_nodes])
     from_events = event_content(index, project, dates, trace_id, spans)
     by_id = {r["span_id"]: r for r in rows}
     for entry in out_nodes:

@@ -377,7 +377,7 @@ def _snapshot(api: ApiServer) -> dict[str, Any]:
     return {
         "traces": traces,
         "trees": {t["trace_id"]: _get(api, f"/traces/{t['trace_id']}") for t in traces},
-        "costs": _get(api, "/costs", group_by="model,provider,day"),
+        "costs": _get(api, "/costs", group_by="model,provider,day", count_traces="true"),
         "unit": _get(api, "/costs/unit-economics"),
     }
 
