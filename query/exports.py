@@ -12,22 +12,11 @@ from query.index import TraceIndex
 from query.trace_view import event_content, locate, normalise_trace_id
 
 
-def _rows(index: TraceIndex, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-    con = index.cursor()
-    try:
-        result = con.execute(sql, params)
-        names = [d[0] for d in result.description or []]
-        return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
-    finally:
-        con.close()
-
-
-def trace_rows(index: TraceIndex, project: str, trace_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every stored column of the trace's spans (deduplicated) and of its log records."""
-    trace_id = normalise_trace_id(trace_id)
-    dates = locate(index, project, trace_id)["dates"]
-    spans = _rows(
-        index,
+def trace_rows(
+    index: TraceIndex, project: str, trace_id: str, dates: list[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every stored column of the trace's spans (deduplicated) and of its log records in these partitions."""
+    spans = index.rows(
         """SELECT * FROM read_parquet(?, hive_partitioning=false, union_by_name=true) WHERE trace_id = ?
            QUALIFY row_number() OVER (PARTITION BY span_id ORDER BY received_at_unix_nano DESC) = 1
            ORDER BY start_time_unix_nano, span_id""",
@@ -37,8 +26,7 @@ def trace_rows(index: TraceIndex, project: str, trace_id: str) -> tuple[list[dic
     events: list[dict[str, Any]] = []
     if event_files:
         response_ids = [s["response_id"] for s in spans if s.get("response_id")]
-        events = _rows(
-            index,
+        events = index.rows(
             """SELECT * FROM read_parquet(?, hive_partitioning=false, union_by_name=true)
                WHERE trace_id = ? OR (span_id IS NULL AND list_contains(?, response_id))
                QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY received_at_unix_nano DESC) = 1
@@ -52,9 +40,9 @@ def export_trace(index: TraceIndex, project: str, trace_id: str, fmt: str) -> Re
     from query import export
     from query.app import SafeJSONResponse
 
-    spans, events = trace_rows(index, project, trace_id)
     name = normalise_trace_id(trace_id)
     dates = locate(index, project, name)["dates"]
+    spans, events = trace_rows(index, project, name, dates)
     if fmt == "otlp":
         return SafeJSONResponse(
             export.trace_to_otlp_json(spans),

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -95,6 +96,16 @@ class TraceIndex:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.db.cursor()
+
+    def rows(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        """A query's rows as dicts, on a cursor of its own (safe from any thread)."""
+        con = self.db.cursor()
+        try:
+            result = con.execute(sql, params)
+            names = [d[0] for d in result.description or []]
+            return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+        finally:
+            con.close()
 
     # --- keeping current --------------------------------------------------------------------------
 

@@ -23,16 +23,6 @@ MAX_TRACES = 1000
 MAX_OFFSET = 1_000_000_000
 
 
-def _rows(index: TraceIndex, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-    con = index.cursor()
-    try:
-        result = con.execute(sql, params)
-        names = [d[0] for d in result.description or []]
-        return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
-    finally:
-        con.close()
-
-
 def _totals_json(row: dict[str, Any]) -> dict[str, Any]:
     tokens = {c: row.pop(c) or 0 for c in TOKEN_COLUMNS}
     row["tokens"] = {**tokens, "total_tokens": tokens["input_tokens"] + tokens["output_tokens"]}
@@ -43,16 +33,14 @@ def _totals_json(row: dict[str, Any]) -> dict[str, Any]:
 
 def get_session(index: TraceIndex, project: str, session_id: str, limit: int = MAX_TRACES) -> dict[str, Any]:
     index.refresh(project)
-    traces = _rows(
-        index,
+    traces = index.rows(
         f"""SELECT {SUMMARY_COLUMNS} FROM traces WHERE project = ? AND session_id = ?
             ORDER BY start_ns, trace_id LIMIT ?""",
         [project, session_id, limit + 1],
     )
     if not traces:
         raise NotFound(f"no session {session_id!r} in this project")
-    totals = _rows(
-        index,
+    totals = index.rows(
         f"SELECT {_TOTALS}, list_distinct(list(user_id)) AS users FROM traces WHERE project = ? AND session_id = ?",
         [project, session_id],
     )[0]
@@ -76,8 +64,7 @@ def list_sessions(
     if user is not None:
         where += " AND user_id = ?"
         params.append(user)
-    sessions = _rows(
-        index,
+    sessions = index.rows(
         f"""SELECT session_id, arg_min(user_id, start_ns) AS user_id, {_TOTALS} FROM traces WHERE {where}
             GROUP BY session_id ORDER BY max(start_ns) DESC, session_id LIMIT ? OFFSET ?""",
         [*params, limit + 1, offset],
@@ -108,17 +95,15 @@ def get_user(
     if to_ns is not None:
         where += " AND start_ns < ?"
         params.append(to_ns)
-    totals = _rows(index, f"SELECT {_TOTALS} FROM traces WHERE {where}", params)[0]
+    totals = index.rows(f"SELECT {_TOTALS} FROM traces WHERE {where}", params)[0]
     if not totals["traces"]:
         raise NotFound(f"no user {user_id!r} in this project (in this time range)")
-    series = _rows(
-        index,
+    series = index.rows(
         f"""SELECT strftime(make_timestamp(start_ns // 1000), '{BUCKETS[bucket]}') AS bucket, {_TOTALS}
             FROM traces WHERE {where} GROUP BY 1 ORDER BY 1""",
         params,
     )
-    sessions = _rows(
-        index,
+    sessions = index.rows(
         f"""SELECT session_id, {_TOTALS} FROM traces WHERE {where}
             GROUP BY session_id ORDER BY max(start_ns) DESC NULLS LAST LIMIT 500""",
         params,
@@ -137,8 +122,7 @@ def list_users(index: TraceIndex, project: str, *, limit: int = 100, offset: int
     if not 0 <= offset <= MAX_OFFSET:
         raise BadRequest(f"offset: must be between 0 and {MAX_OFFSET}")
     index.refresh(project)
-    users = _rows(
-        index,
+    users = index.rows(
         f"""SELECT user_id, count(DISTINCT session_id) AS sessions, {_TOTALS} FROM traces
             WHERE project = ? AND user_id IS NOT NULL
             GROUP BY user_id ORDER BY cost_usd DESC NULLS LAST, user_id LIMIT ? OFFSET ?""",
