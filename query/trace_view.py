@@ -53,18 +53,10 @@ def normalise_trace_id(trace_id: str) -> str:
 
 def locate(index: TraceIndex, project: str, trace_id: str) -> dict[str, Any]:
     index.refresh(project)
-    con = index.cursor()
-    try:
-        result = con.execute(
-            f"SELECT {SUMMARY_COLUMNS} FROM traces WHERE project = ? AND trace_id = ?", [project, trace_id]
-        )
-        names = [d[0] for d in result.description or []]
-        row = result.fetchone()
-    finally:
-        con.close()
-    if row is None:
+    found = index.rows(f"SELECT {SUMMARY_COLUMNS} FROM traces WHERE project = ? AND trace_id = ?", [project, trace_id])
+    if not found:
         raise NotFound(f"no trace {trace_id!r} in this project")
-    return dict(zip(names, row, strict=True))
+    return found[0]
 
 
 def _read(index: TraceIndex, files: list[str], trace_id: str, columns: tuple[str, ...]) -> pl.DataFrame:
@@ -288,18 +280,12 @@ def _read_content(
 ) -> list[dict[str, Any]]:
     files = index.span_files(project, dates)
     selected = ", ".join(f'"{c}"' for c in ("span_id", *CONTENT_COLUMNS))
-    con = index.cursor()
-    try:
-        result = con.execute(
-            f"""SELECT {selected} FROM read_parquet(?, hive_partitioning=false, union_by_name=true)
-                WHERE trace_id = ? AND list_contains(?, span_id)
-                QUALIFY row_number() OVER (PARTITION BY span_id ORDER BY received_at_unix_nano DESC) = 1""",
-            [files, trace_id, span_ids],
-        )
-        names = [d[0] for d in result.description or []]
-        return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
-    finally:
-        con.close()
+    return index.rows(
+        f"""SELECT {selected} FROM read_parquet(?, hive_partitioning=false, union_by_name=true)
+            WHERE trace_id = ? AND list_contains(?, span_id)
+            QUALIFY row_number() OVER (PARTITION BY span_id ORDER BY received_at_unix_nano DESC) = 1""",
+        [files, trace_id, span_ids],
+    )
 
 
 def get_span(index: TraceIndex, project: str, trace_id: str, span_id: str) -> dict[str, Any]:
@@ -310,21 +296,15 @@ def get_span(index: TraceIndex, project: str, trace_id: str, span_id: str) -> di
         raise NotFound(f"no span {span_id!r} in trace {trace_id}")
     summary = locate(index, project, trace_id)
     dates = summary["dates"]
-    con = index.cursor()
-    try:
-        result = con.execute(
-            """SELECT * EXCLUDE (project) FROM read_parquet(?, hive_partitioning=false, union_by_name=true)
-               WHERE trace_id = ? AND span_id = ?
-               ORDER BY received_at_unix_nano DESC LIMIT 1""",
-            [index.span_files(project, dates), trace_id, span_id],
-        )
-        names = [d[0] for d in result.description or []]
-        row = result.fetchone()
-    finally:
-        con.close()
-    if row is None:
+    found = index.rows(
+        """SELECT * EXCLUDE (project) FROM read_parquet(?, hive_partitioning=false, union_by_name=true)
+           WHERE trace_id = ? AND span_id = ?
+           ORDER BY received_at_unix_nano DESC LIMIT 1""",
+        [index.span_files(project, dates), trace_id, span_id],
+    )
+    if not found:
         raise NotFound(f"no span {span_id!r} in trace {trace_id}")
-    span = dict(zip(names, row, strict=True))
+    span = found[0]
     light = pl.DataFrame([{"span_id": span_id, "response_id": span.get("response_id")}])
     event_in, event_out = event_content(index, project, dates, trace_id, light).get(span_id, (None, None))
     if span.get("input_messages") is None:

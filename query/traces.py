@@ -200,17 +200,11 @@ def _page_query(
         where += f" AND ({key} {op} ? OR ({key} = ? AND trace_id {op} ?))"
         params += [value, value, trace_id]
     direction = "DESC" if descending else "ASC"
-    con = index.cursor()
-    try:
-        result = con.execute(
-            f"""SELECT {SUMMARY_COLUMNS}, {key} AS _sort_value FROM traces WHERE {where}
-                ORDER BY {key} {direction}, trace_id {direction} LIMIT ?""",
-            [*params, limit],
-        )
-        names = [d[0] for d in result.description or []]
-        return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
-    finally:
-        con.close()
+    return index.rows(
+        f"""SELECT {SUMMARY_COLUMNS}, {key} AS _sort_value FROM traces WHERE {where}
+            ORDER BY {key} {direction}, trace_id {direction} LIMIT ?""",
+        [*params, limit],
+    )
 
 
 def _text_matches(index: TraceIndex, project: str, text: str, dates: list[str]) -> set[str]:
