@@ -58,6 +58,11 @@ class Settings:
         """Per-project price overrides: <data-dir>/prices/<project>.toml."""
         return self.data_dir / "prices"
 
+    @property
+    def detectors_dir(self) -> Path:
+        """Per-project detector thresholds and budgets: <data-dir>/detectors/<project>.toml."""
+        return self.data_dir / "detectors"
+
 
 def _port(value: str) -> int:
     port = int(value)

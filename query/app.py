@@ -21,13 +21,14 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from collector.config import Settings
-from query import costs, people, trace_view
+from query import costs, findings, people, trace_view
 from query.errors import BadRequest, QueryError
 from query.index import TraceIndex
 from query.traces import TraceFilter, list_traces, parse_time
 from store.keys import KeyRing, key_from_headers
 
 log = logging.getLogger(__name__)
+KIND_HELP = "loop, retry, budget, guardrail, error (comma-separated)"
 
 
 class SafeJSONResponse(JSONResponse):
@@ -210,6 +211,37 @@ def create_app(settings: Settings, index: TraceIndex | None = None) -> FastAPI:
     def span(caller: Caller, trace_id: str, span_id: str) -> dict[str, Any]:
         """Everything stored for one span: whole content, raw attributes, events, links, resource."""
         return trace_view.get_span(state.index, caller, trace_id, span_id)
+
+    @app.get("/findings", tags=["findings"])
+    def finding_list(
+        caller: Caller,
+        from_: From = None,
+        to: To = None,
+        kind: Annotated[str | None, Query(description=KIND_HELP)] = None,
+        severity: Annotated[str | None, Query(description="info, warning, error (comma-separated)")] = None,
+        code: Annotated[str | None, Query(max_length=100, description="e.g. repeated_tool_call, rate_limit")] = None,
+        trace_id: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        cursor: Annotated[str | None, Query(max_length=500)] = None,
+    ) -> dict[str, Any]:
+        """Findings newest first, each with its trace, span(s), message and evidence; `next_cursor` pages on."""
+        flt = findings.parse_filter(kind, severity, code, trace_id, parse_time(from_, "from"), parse_time(to, "to"))
+        state.index.refresh(caller)
+        return findings.list_findings(state.index, caller, flt, limit, cursor)
+
+    @app.get("/findings/counts", tags=["findings"])
+    def finding_counts(
+        caller: Caller,
+        from_: From = None,
+        to: To = None,
+        kind: Annotated[str | None, Query(description=KIND_HELP)] = None,
+        severity: Annotated[str | None, Query(description="info, warning, error (comma-separated)")] = None,
+        bucket: Annotated[Literal["day", "hour"], Query()] = "day",
+    ) -> dict[str, Any]:
+        """Findings and flagged traces per kind per day (or hour), with totals per kind."""
+        flt = findings.parse_filter(kind, severity, None, None, parse_time(from_, "from"), parse_time(to, "to"))
+        state.index.refresh(caller)
+        return findings.counts(state.index, caller, flt, bucket)
 
     @app.get("/traces/{trace_id}/export", tags=["traces"])
     def export(

@@ -20,6 +20,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from query.detect.budgets import detect_scopes
+from query.detect.config import DetectorConfig, DetectorConfigs
+from query.detect.finding import FINDING_SCHEMA
+from query.detect.signals import DETECT_COLUMNS, DETECT_SELECT
 from query.lineage import EXACT_COST_SUM, TOKEN_COLUMNS
 from query.summaries import LIGHT_COLUMNS, TRACE_ROW_SCHEMA, summarise
 from store.derived import DerivedStore, fingerprint
@@ -28,7 +32,7 @@ from store.layout import Part
 log = logging.getLogger(__name__)
 
 # Bump when summaries change shape or meaning: every partition's derived files are then rebuilt.
-DERIVED_VERSION = "traces-1"
+DERIVED_VERSION = "traces-2"
 _READ_RETRIES = 3  # compaction may retire a part between listing and reading it
 
 _SQL_TYPES = {
@@ -49,6 +53,8 @@ def _sql_type(dtype: object) -> str:
 
 
 _ROW_COLUMNS = ", ".join(f'"{c}" {_sql_type(t)}' for c, t in TRACE_ROW_SCHEMA.items())
+_FINDING_COLUMNS = ", ".join(f'"{c}" {_sql_type(t)}' for c, t in FINDING_SCHEMA.items())
+_FINDING_NAMES = ", ".join(f'"{c}"' for c in FINDING_SCHEMA)
 _LIST_COLUMNS = ("services", "models", "providers", "agents", "tools", "span_types")
 _LIST_MERGES = ", ".join(f"list_sort(list_distinct(flatten(list({c})))) AS {c}" for c in _LIST_COLUMNS)
 
@@ -72,25 +78,35 @@ SELECT project, trace_id,
        {EXACT_COST_SUM} AS cost_usd,
        sum(counted_spans)::BIGINT AS counted_spans, sum(unknown_cost_spans)::BIGINT AS unknown_cost_spans,
        list_sort(list(date)) AS dates,
-       -- Detector findings (loop, retry, budget, guardrail) join here; errors are known from the spans.
-       CASE WHEN sum(error_count) > 0 THEN ['error'] ELSE []::VARCHAR[] END AS flags
+       list_sort(list_distinct(flatten(list(flags)))) AS flags,
+       sum(finding_count)::BIGINT AS finding_count
 FROM trace_rows"""
 
 
 class TraceIndex:
     """Thread-safe; one per API process. Reads use `cursor()`; `refresh` serialises rebuilds."""
 
-    def __init__(self, lake_root: Path, threads: int = 2) -> None:
+    def __init__(self, lake_root: Path, threads: int = 2, configs: DetectorConfigs | None = None) -> None:
         self.lake_root = lake_root
         self.derived = DerivedStore(lake_root)
+        self.configs = configs or DetectorConfigs(None)
         self.db = duckdb.connect(config={"threads": threads})
         self.db.execute(f"CREATE TABLE trace_rows (project VARCHAR, date VARCHAR, {_ROW_COLUMNS})")
         self.db.execute(f"CREATE TABLE traces AS {_MERGE_SELECT} WHERE false GROUP BY project, trace_id")
         # Trace-by-id looks a trace up among a million summaries: an index turns a 30 ms scan into a probe.
         self.db.execute("CREATE INDEX traces_by_id ON traces (trace_id)")
         self.db.execute("CREATE INDEX trace_rows_by_id ON trace_rows (trace_id)")
+        # Findings of one trace (per date partition), and of budgets spanning traces (session, user, project).
+        self.db.execute(f"CREATE TABLE trace_findings (project VARCHAR, date VARCHAR, {_FINDING_COLUMNS})")
+        self.db.execute("CREATE INDEX trace_findings_by_id ON trace_findings (trace_id)")
+        self.db.execute(f"CREATE TABLE scope_findings (project VARCHAR, {_FINDING_COLUMNS})")
+        self.db.execute(
+            f"""CREATE VIEW findings AS SELECT project, {_FINDING_NAMES} FROM trace_findings
+                UNION ALL SELECT project, {_FINDING_NAMES} FROM scope_findings"""
+        )
         self._loaded: dict[str, dict[str, str]] = {}  # project -> date -> fingerprint now in the tables
         self._usage: dict[str, dict[str, Path]] = {}  # project -> date -> usage file
+        self._scoped: set[str] = set()  # projects whose cross-trace budget findings are current
         self._lock = threading.Lock()
         self.last_refresh_seconds = 0.0
 
@@ -112,33 +128,43 @@ class TraceIndex:
     def refresh(self, project: str) -> None:
         with self._lock:
             began = time.perf_counter()
+            config = self.configs.get(project)
+            version = f"{DERIVED_VERSION}/{config.digest}"
             by_date = self.derived.spans_by_date(project)
             loaded = self._loaded.setdefault(project, {})
+            changed = False
             usage = self._usage.setdefault(project, {})
             for date in sorted(set(loaded) - set(by_date)):  # dropped by retention
                 self._replace(project, date, None)
                 loaded.pop(date, None)
                 usage.pop(date, None)
-                for kind in ("traces", "usage"):
+                for kind in ("traces", "usage", "findings"):
                     self.derived.drop(kind, project, date)
+                changed = True
             for date, parts in sorted(by_date.items()):
-                print_ = fingerprint(parts, DERIVED_VERSION)
+                print_ = fingerprint(parts, version)
                 if loaded.get(date) == print_:
                     continue
-                rows, usage_path, print_ = self._derive(project, date, parts, print_)
-                self._replace(project, date, rows)
+                rows, findings, usage_path, print_ = self._derive(project, date, parts, print_, config, version)
+                self._replace(project, date, rows, findings)
                 loaded[date] = print_
                 usage[date] = usage_path
+                changed = True
+            if changed or project not in self._scoped:
+                self._scope_budgets(project, config)
             self.last_refresh_seconds = time.perf_counter() - began
 
-    def _derive(self, project: str, date: str, parts: list[Part], print_: str) -> tuple[pa.Table, Path, str]:
-        """The partition's trace rows (from its derived file when current, else computed and published)."""
+    def _derive(
+        self, project: str, date: str, parts: list[Part], print_: str, config: DetectorConfig, version: str
+    ) -> tuple[pa.Table, pa.Table, Path, str]:
+        """The partition's trace rows and findings (from derived files when current, else computed and published)."""
         for attempt in range(_READ_RETRIES):
             traces_path = self.derived.path("traces", project, date, print_)
             usage_path = self.derived.path("usage", project, date, print_)
-            if traces_path.exists() and usage_path.exists():
+            findings_path = self.derived.path("findings", project, date, print_)
+            if traces_path.exists() and usage_path.exists() and findings_path.exists():
                 try:
-                    return pq.read_table(traces_path), usage_path, print_
+                    return pq.read_table(traces_path), pq.read_table(findings_path), usage_path, print_
                 except FileNotFoundError:
                     pass  # another replica replaced it a moment ago; compute it ourselves
             try:
@@ -147,28 +173,33 @@ class TraceIndex:
                 if attempt == _READ_RETRIES - 1:
                     raise
                 parts = self.derived.spans_by_date(project).get(date, [])
-                print_ = fingerprint(parts, DERIVED_VERSION)
+                print_ = fingerprint(parts, version)
                 continue
             began = time.perf_counter()
-            trace_rows, usage_rows = summarise(spans)
+            trace_rows, usage_rows, findings = summarise(spans, config)
             traces_table, usage_table = trace_rows.to_arrow(), usage_rows.to_arrow()
+            findings_table = findings.to_arrow()
+            # Traces last: a reader that finds the traces file finds the other two.
             self.derived.publish("usage", project, date, print_, usage_table)
+            self.derived.publish("findings", project, date, print_, findings_table)
             self.derived.publish("traces", project, date, print_, traces_table)
             log.info(
-                "indexed %s/%s: %d spans, %d traces in %.2f s",
+                "indexed %s/%s: %d spans, %d traces, %d findings in %.2f s",
                 project,
                 date,
                 spans.height,
                 trace_rows.height,
+                findings.height,
                 time.perf_counter() - began,
             )
-            return traces_table, usage_path, print_
+            return traces_table, findings_table, usage_path, print_
         raise AssertionError("unreachable")
 
     def _light_spans(self, files: list[str]) -> pl.DataFrame:
+        """Deduplicated spans: the light columns, and the heavy ones only where a detector will read them."""
         if not files:
-            return pl.DataFrame(schema={c: pl.String for c in LIGHT_COLUMNS})
-        columns = ", ".join(f'"{c}"' for c in LIGHT_COLUMNS)
+            return pl.DataFrame(schema={c: pl.String for c in (*LIGHT_COLUMNS, *DETECT_COLUMNS)})
+        columns = ", ".join(f'"{c}"' for c in LIGHT_COLUMNS) + ", " + DETECT_SELECT
         con = self.db.cursor()
         try:
             return pl.from_arrow(  # type: ignore[return-value]
@@ -182,7 +213,7 @@ class TraceIndex:
         finally:
             con.close()
 
-    def _replace(self, project: str, date: str, rows: pa.Table | None) -> None:
+    def _replace(self, project: str, date: str, rows: pa.Table | None, findings: pa.Table | None = None) -> None:
         """Swap one partition's rows and re-merge the traces they touch, in one transaction."""
         con = self.db.cursor()
         try:
@@ -193,6 +224,13 @@ class TraceIndex:
                 [project, date],
             )
             con.execute("DELETE FROM trace_rows WHERE project = ? AND date = ?", [project, date])
+            con.execute("DELETE FROM trace_findings WHERE project = ? AND date = ?", [project, date])
+            if findings is not None and findings.num_rows:
+                con.register("incoming_findings", findings)
+                con.execute(
+                    f"INSERT INTO trace_findings SELECT ?, ?, {_FINDING_NAMES} FROM incoming_findings", [project, date]
+                )
+                con.unregister("incoming_findings")
             if rows is not None and rows.num_rows:
                 con.register("incoming", rows)
                 names = ", ".join(f'"{c}"' for c in TRACE_ROW_SCHEMA)
@@ -214,6 +252,56 @@ class TraceIndex:
             raise
         finally:
             con.close()
+
+    def _scope_budgets(self, project: str, config: DetectorConfig) -> None:
+        """Recompute the session, user and project budget findings and flag the traces they point at."""
+        usage = self.usage_files(project)
+        scoped = config.budgets.limits.keys() - {"trace"}
+        con = self.db.cursor()
+        try:
+            if scoped and usage:
+                rows = pl.from_arrow(
+                    con.sql("SELECT * FROM read_parquet(?)", params=[usage]).to_arrow_table()
+                )
+                found = detect_scopes(rows, config.budgets).to_arrow()  # type: ignore[arg-type]
+            else:
+                found = None
+            con.execute("BEGIN")
+            con.execute(
+                """CREATE OR REPLACE TEMP TABLE touched AS
+                   SELECT DISTINCT trace_id FROM scope_findings WHERE project = ?""",
+                [project],
+            )
+            con.execute("DELETE FROM scope_findings WHERE project = ?", [project])
+            if found is not None and found.num_rows:
+                con.register("incoming_findings", found)
+                con.execute(f"INSERT INTO scope_findings SELECT ?, {_FINDING_NAMES} FROM incoming_findings", [project])
+                con.execute("INSERT INTO touched SELECT trace_id FROM incoming_findings")
+                con.unregister("incoming_findings")
+            # Re-merge the traces that gained or lost a scope finding, then add the budget flag where due.
+            con.execute(
+                "DELETE FROM traces WHERE project = ? AND trace_id IN (SELECT trace_id FROM touched)", [project]
+            )
+            con.execute(
+                f"""INSERT INTO traces {_MERGE_SELECT}
+                    WHERE project = ? AND trace_id IN (SELECT DISTINCT trace_id FROM touched)
+                    GROUP BY project, trace_id""",
+                [project],
+            )
+            con.execute(
+                """UPDATE traces SET flags = list_sort(list_distinct(list_append(flags, 'budget'))),
+                          finding_count = finding_count + s.n
+                   FROM (SELECT trace_id, count(*) AS n FROM scope_findings WHERE project = ? GROUP BY trace_id) s
+                   WHERE traces.project = ? AND traces.trace_id = s.trace_id""",
+                [project, project],
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+        self._scoped.add(project)
 
     # --- what readers need ------------------------------------------------------------------------
 

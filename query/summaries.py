@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from query.detect import registry as detect
+from query.detect.config import DetectorConfig
 from query.lineage import INHERITED, TOKEN_COLUMNS, with_lineage
 
 # The span columns the index reads; heavy content (messages, raw attributes) is never loaded for it.
@@ -57,6 +59,8 @@ TRACE_ROW_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "cost_usd": pl.Float64,
     "counted_spans": pl.Int64,
     "unknown_cost_spans": pl.Int64,
+    "flags": pl.List(pl.String),
+    "finding_count": pl.Int64,
 }
 
 
@@ -65,8 +69,9 @@ def _distinct(column: str | pl.Expr) -> pl.Expr:
     return expr.drop_nulls().unique().sort()
 
 
-def trace_rows(spans: pl.DataFrame) -> pl.DataFrame:
-    """One row per trace from deduplicated light spans that already carry lineage (`counted`)."""
+def trace_rows(spans: pl.DataFrame, findings: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per trace from deduplicated light spans that already carry lineage (`counted`), with the
+    kinds of the trace's findings as its flags."""
     if spans.height == 0:
         return pl.DataFrame(schema=TRACE_ROW_SCHEMA)
     ordered = spans.sort("start_time_unix_nano", "span_id")
@@ -102,6 +107,16 @@ def trace_rows(spans: pl.DataFrame) -> pl.DataFrame:
         .alias("cost_usd"),
         counted.sum().cast(pl.Int64).alias("counted_spans"),
         (counted & pl.col("cost_usd").is_null()).sum().cast(pl.Int64).alias("unknown_cost_spans"),
+    )
+    if findings is not None and findings.height:
+        flags = findings.group_by("trace_id").agg(
+            pl.col("kind").unique().sort().alias("flags"), pl.len().cast(pl.Int64).alias("finding_count")
+        )
+        rows = rows.join(flags, on="trace_id", how="left")
+    else:
+        rows = rows.with_columns(pl.lit(None, pl.List(pl.String)).alias("flags"), pl.lit(0).alias("finding_count"))
+    rows = rows.with_columns(
+        pl.col("flags").fill_null(pl.lit([], pl.List(pl.String))), pl.col("finding_count").fill_null(0)
     )
     return rows.select([pl.col(c).cast(t) for c, t in TRACE_ROW_SCHEMA.items()])
 
@@ -159,7 +174,8 @@ def usage_rows(spans: pl.DataFrame) -> pl.DataFrame:
     ).select([pl.col(c).cast(t) for c, t in USAGE_SCHEMA.items()])
 
 
-def summarise(spans: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(trace rows, usage rows) for one partition's deduplicated light spans."""
+def summarise(spans: pl.DataFrame, config: DetectorConfig) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(trace rows, usage rows, findings) for one partition's deduplicated spans (LIGHT_COLUMNS + signals)."""
     lined = with_lineage(spans)
-    return trace_rows(lined), usage_rows(lined)
+    findings = detect.run(lined, config)
+    return trace_rows(lined, findings), usage_rows(lined), findings

@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from query import findings
 from query.errors import NotFound
 from query.index import TraceIndex
 from query.lineage import TOKEN_COLUMNS, with_lineage
@@ -177,26 +178,6 @@ def node_json(node: Node, trace_start: int) -> dict[str, Any]:
     }
 
 
-def findings_for(nodes: list[Node]) -> list[dict[str, Any]]:
-    """Findings the spans state themselves (errors); the detector registry adds loops, retries, budgets."""
-    found = []
-    for node in nodes:
-        span = node.span
-        if span["is_error"]:
-            detail = span["error_message"] or span["status_message"] or ""
-            found.append(
-                {
-                    "kind": "error",
-                    "severity": "error",
-                    "span_ids": [span["span_id"]],
-                    "message": f"{span['name']} failed: {span['error_type'] or 'error'}"
-                    + (f": {detail[:200]}" if detail else ""),
-                    "evidence": {"error_type": span["error_type"], "error_message": detail},
-                }
-            )
-    return found
-
-
 def get_trace(
     index: TraceIndex,
     project: str,
@@ -227,6 +208,13 @@ def get_trace(
         if max_depth is not None and node.depth == max_depth:
             entry["hidden_descendants"] = node.descendants
         out_nodes.append(entry)
+    found = findings.for_trace(index, project, trace_id)
+    flagged: dict[str, set[str]] = {}
+    for finding in found:
+        for span_id in finding["span_ids"]:
+            flagged.setdefault(span_id, set()).add(finding["kind"])
+    for entry in out_nodes:
+        entry["flags"] = sorted(flagged.get(entry["span_id"], ()))
     if with_content and page:
         rows = lined.select("span_id", *CONTENT_COLUMNS).to_dicts() if inline else None
         _attach_content(index, project, dates, trace_id, lined, out_nodes, rows)
@@ -239,7 +227,7 @@ def get_trace(
         "next_offset": offset + limit if offset + limit < len(visible) else None,
         "content_included": bool(with_content and page),
         "spans": out_nodes,
-        "findings": findings_for(nodes),
+        "findings": found,
     }
 
 

@@ -1,4 +1,4 @@
-"""Derived data files (per-trace summaries, counted usage rows): where they live and how they are swapped.
+"""Derived data files (per-trace summaries, counted usage rows, detector findings): where they live and how they are swapped.
 
 Derived data is recomputable from the spans at any time (DESIGN, Storage); it is kept only to make listing
 fast. Each file is computed from one (project, date) partition of the span lake and named by a fingerprint
@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from store.layout import LakeLayout, Part, fsync_dir
 
-DERIVED_KINDS = ("traces", "usage")
+DERIVED_KINDS = ("traces", "usage", "findings")
 
 
 def fingerprint(parts: list[Part], version: str) -> str:

@@ -165,7 +165,7 @@ def test_list_is_newest_first_with_request_summaries(stack: tuple[Collector, Api
     assert (t1["user_id"], t1["session_id"], t1["duration_ms"]) == ("u1", "s1", 5000.0)
     assert t1["agents"] == ["planner"] and t1["tools"] == ["get_weather"] and not t1["error"]
     t2 = next(t for t in traces if t["trace_id"] == sc.ids["t2"])
-    assert t2["error"] and t2["flags"] == ["error"]
+    assert t2["error"] and t2["flags"] == ["error", "retry"]
     t3 = next(t for t in traces if t["trace_id"] == sc.ids["t3"])
     assert t3["cost_usd"] is None and t3["unknown_cost_spans"] == 1
 
@@ -281,8 +281,9 @@ def test_orphans_hang_under_the_root_marked(stack: tuple[Collector, ApiServer, S
 def test_errors_are_findings_with_the_message(stack: tuple[Collector, ApiServer, Scenario]) -> None:
     _, api, sc = stack
     findings = _get(api, f"/traces/{sc.ids['t2']}")["findings"]
-    assert len(findings) == 1 and findings[0]["kind"] == "error"
+    assert [(f["kind"], f["code"]) for f in findings] == [("error", "rate_limit"), ("retry", "retry")]
     assert "Rate limit reached" in findings[0]["message"]
+    assert findings[1]["evidence"]["outcome"] == "recovered" and findings[1]["evidence"]["attempts"] == 2
 
 
 def test_span_detail_has_content_and_raw_attributes(stack: tuple[Collector, ApiServer, Scenario]) -> None:
