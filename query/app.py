@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from collector.config import Settings
 from query import costs, findings, people, trace_view
+from query.detect.config import DetectorConfigs
 from query.errors import BadRequest, QueryError
 from query.index import TraceIndex
 from query.traces import TraceFilter, list_traces, parse_time
@@ -86,7 +87,10 @@ class SqlRequest(BaseModel):
 
 
 def create_app(settings: Settings, index: TraceIndex | None = None) -> FastAPI:
-    state = ApiState(settings, KeyRing(settings.keys_path), index or TraceIndex(settings.lake_dir), Counter())
+    configs = DetectorConfigs(settings.detectors_dir)
+    configs.check_all()  # a bad detector config stops the API at start, naming the file and the setting
+    index = index or TraceIndex(settings.lake_dir, configs=configs)
+    state = ApiState(settings, KeyRing(settings.keys_path), index, Counter())
     app = FastAPI(
         title="agentflight query API",
         version="1",
