@@ -44,6 +44,10 @@ def _key(span: dict[str, Any]) -> str:
     return span["request_model"] or span["response_model"] or span["tool_name"] or span["name"] or ""
 
 
+def _end(span: dict[str, Any]) -> int:
+    return int(span["end_time_unix_nano"] or span["start_time_unix_nano"])
+
+
 def _error_of(span: dict[str, Any]) -> tuple[str, int | None]:
     attributes = json_object(span["signal_attributes"])
     message = span["error_message"] or span["status_message"]
@@ -65,7 +69,8 @@ def _structural(spans: pl.DataFrame, min_gap_ns: float) -> list[Finding]:
     for siblings in groups.values():
         chain: list[dict[str, Any]] = []
         for span in siblings:
-            if chain and chain[-1]["is_error"]:
+            # A retry starts after the failure ended; calls that overlap it ran in parallel (3 cities at once).
+            if chain and chain[-1]["is_error"] and span["start_time_unix_nano"] >= _end(chain[-1]):
                 chain.append(span)
                 continue
             if len(chain) >= 2:
