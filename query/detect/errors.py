@@ -2,11 +2,14 @@
 
 A failure propagates: the tool raises, the agent span around it fails too. One finding per origin (a failed
 span with no failed child) tells the story once; the ancestors it took down are listed in the evidence.
+A failure that a later attempt of the same call made good is a warning, not an error (evidence
+`recovered_by_retry`).
 Guardrail tripwires are outcomes, not errors (semconv.md §3): the guardrail detector reports them.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import polars as pl
@@ -35,13 +38,29 @@ def detect(spans: pl.DataFrame, config: DetectorConfig) -> pl.DataFrame:
         )
     }
     has_failed_child = {(t, p) for (t, _), p in parent_of.items() if p is not None and (t, p) in failed_ids}
+    recovered = _recovered(spans)
     findings = []
     for span in failed.iter_rows(named=True):
         key = (span["trace_id"], span["span_id"])
         if key in has_failed_child or is_tripwire(span["error_type"], span["error_message"]):
             continue
-        findings.append(_finding(span, _ancestors(key, parent_of, failed_ids)))
+        findings.append(_finding(span, _ancestors(key, parent_of, failed_ids), key in recovered))
     return frame(findings)
+
+
+def _recovered(spans: pl.DataFrame) -> set[tuple[str, str]]:
+    """Failed spans that a later sibling of the same type and model or tool did again successfully."""
+    key = pl.coalesce("request_model", "response_model", "tool_name", "name")
+    group = ["trace_id", "parent_span_id", "span_type", "_key"]
+    siblings = spans.filter(pl.col("parent_span_id").is_not_null()).with_columns(key.alias("_key"))
+    ok = pl.col("is_error").fill_null(False).not_()
+    marked = siblings.with_columns(
+        pl.col("start_time_unix_nano").filter(ok).max().over(group).alias("_last_success")
+    ).filter(
+        pl.col("is_error").fill_null(False)
+        & (pl.col("_last_success") >= pl.coalesce("end_time_unix_nano", "start_time_unix_nano"))
+    )
+    return set(zip(marked["trace_id"].to_list(), marked["span_id"].to_list(), strict=True))
 
 
 def _ancestors(
@@ -56,11 +75,16 @@ def _ancestors(
     return chain
 
 
-def _finding(span: dict[str, Any], took_down: list[str]) -> Finding:
+_CLASS_REPR = re.compile(r"^<class '([^']+)'>$")  # some instrumentations record str(type(exc))
+
+
+def _finding(span: dict[str, Any], took_down: list[str], recovered: bool) -> Finding:
     attributes = json_object(span["signal_attributes"])
     exception = exception_details(span["signal_events"])
     message = span["error_message"] or exception.get("exception_message") or span["status_message"] or ""
     error_type = span["error_type"] or exception.get("exception_type")
+    if error_type:
+        error_type = _CLASS_REPR.sub(r"\1", error_type)
     error_class, http_status = classify_error(span["span_type"], error_type, message, attributes)
     what = span["tool_name"] if span["span_type"] == "tool" and span["tool_name"] else span["name"]
     return Finding(
@@ -68,7 +92,8 @@ def _finding(span: dict[str, Any], took_down: list[str]) -> Finding:
         span_id=span["span_id"],
         kind="error",
         code=error_class,
-        severity="error",
+        # A failure a retry made good is worth knowing, not waking anyone for.
+        severity="warning" if recovered else "error",
         message=f"{what} failed ({error_class.replace('_', ' ')}): {error_type or 'error'}"
         + (f": {message}" if message else ""),
         start_ns=span["start_time_unix_nano"],
@@ -81,5 +106,6 @@ def _finding(span: dict[str, Any], took_down: list[str]) -> Finding:
             "span_name": span["name"],
             "span_type": span["span_type"],
             "failed_ancestors": took_down,
+            "recovered_by_retry": recovered,
         },
     )

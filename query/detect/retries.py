@@ -133,9 +133,8 @@ def _chain_findings(chain: list[dict[str, Any]], min_gap_ns: float) -> list[Find
                     kind="retry",
                     code="non_retryable_retry",
                     severity="error",
-                    message=f"{what} retried after a {error_class} error"
-                    + (f" (HTTP {code})" if code else "")
-                    + " that no retry can fix",
+                    message=f"{what} retried after an error no retry can fix ({error_class.replace('_', ' ')}"
+                    + (f", HTTP {code})" if code else ")"),
                     start_ns=later["start_time_unix_nano"],
                     evidence={**evidence, "failed_span_id": failed["span_id"], "error_class": error_class},
                 )
