@@ -107,16 +107,19 @@ def _print_welcome(settings: Settings, grpc_port: int, http_port: int, api_url: 
     import httpx
 
     if api_url is not None and not settings.keys_path.exists():
-        traces = httpx.get(f"{api_url}/traces", params={"limit": 10}, timeout=30).json().get("traces", [])
+        traces = httpx.get(f"{api_url}/traces", params={"limit": 12}, timeout=30).json().get("traces", [])
         print("\nLatest traces:", flush=True)
-        columns = ("start (UTC)", "service", "spans", "tokens", "cost USD", "error", "root")
-        row = "  {:<20} {:<24} {:>5} {:>7} {:>10}  {:<5}  {}"
+        columns = ("start (UTC)", "service", "user", "spans", "tokens", "cost USD", "flags")
+        row = "  {:<20} {:<22} {:<12} {:>5} {:>7} {:>10}  {}"
         print(row.format(*columns), flush=True)
         for t in traces:
             cost = "unknown" if t["cost_usd"] is None else f"{t['cost_usd']:.6f}"
-            cells = (t["start_time"][:19], (t["service_name"] or "")[:24], t["span_count"])
-            error = "yes" if t["error"] else ""
-            print(row.format(*cells, t["tokens"]["total_tokens"], cost, error, t["root_name"]), flush=True)
+            cells = (t["start_time"][:19], (t["service_name"] or "")[:22], (t["user_id"] or "")[:12], t["span_count"])
+            print(row.format(*cells, t["tokens"]["total_tokens"], cost, ",".join(t["flags"])), flush=True)
+        totals = httpx.get(f"{api_url}/findings/counts", timeout=30).json().get("totals", {})
+        if totals:
+            found = ", ".join(f"{count} {kind}" for kind, count in sorted(totals.items()))
+            print(f"\nFindings: {found}   (GET {api_url}/findings)", flush=True)
     host, data = settings.host, settings.data_dir
     lines = [
         f"\nagentflight is running; data in {data.resolve()}",
@@ -129,8 +132,21 @@ def _print_welcome(settings: Settings, grpc_port: int, http_port: int, api_url: 
     print("\n".join(lines), flush=True)
 
 
+def _run_demo(settings: Settings, grpc_port: int) -> None:
+    """The demo agent's scenarios, exported over OTLP gRPC to the running collector (examples/)."""
+    import os
+
+    from examples.scenarios import run_demo
+
+    result = run_demo(f"http://{settings.host}:{grpc_port}", api_key=os.environ.get("AGENTFLIGHT_API_KEY"))
+    log.info(
+        "demo: %d agent runs of the travel agent exported (loops, retries, budgets, guardrails, errors)", result.traces
+    )
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    """Everything on the embedded default: the collector and the query API, with sample traces on a first run."""
+    """Everything on the embedded default: the collector and the query API; on a first run, sample
+    captures and the demo agent's traces; with `demo`, the demo agent's traces every time."""
     from collector.seed import send_samples
     from collector.service import Collector
 
@@ -139,10 +155,13 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     api = _start_api_process(settings)
     try:
         fresh = not collector.lake.parts("spans")
-        if fresh and not args.no_samples and not collector.keys.enabled:
+        first_run = fresh and not args.no_samples and not collector.keys.enabled
+        if first_run:
             sent = send_samples(settings.host, collector.http_port)
-            collector.flush()
             log.info("first run: loaded %d sample export(s) through the OTLP receiver", sent)
+        if first_run or args.command == "demo":
+            _run_demo(settings, collector.grpc_port)
+        collector.flush()
         api_url: str | None = f"http://{settings.host}:{settings.api_port}"
         if not _wait_for_api(f"http://{settings.host}:{settings.api_port}", api):
             log.error("the query API did not start (exit code %s); the collector keeps running", api.poll())
@@ -247,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, tuple[str, Callable[[Settings, argparse.Namespace], int]]] = {
         "up": ("run everything on the embedded default (data directory, no other server)", cmd_up),
+        "demo": ("run everything and fill it with the demo travel agent's traces", cmd_up),
         "collector": ("run the OTLP receiver and lake writer", cmd_collector),
         "api": ("run the query API (traces, sessions, users, costs, read-only SQL, export)", cmd_api),
         "sql": ("DuckDB SQL over the lake (interactive, or one query with -c)", cmd_sql),
@@ -261,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sql":
             command.add_argument("--project", default=None, help="see only this project's data")
             command.add_argument("-c", "--query", default=None, help="run one query and exit")
-        if name == "up":
+        if name in ("up", "demo"):
             command.add_argument("--no-samples", action="store_true", help="do not load sample traces on a first run")
         if name == "reprice":
             command.add_argument("--project", default=None, help="only this project")

@@ -1,4 +1,4 @@
-"""`agentflight up` on an empty data directory: collector and query API start, sample traces are visible."""
+"""`agentflight up` on an empty data directory: collector and query API start, sample and demo traces are visible."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from examples.scenarios import scenarios
 from store.views import connect
 from tests.conftest import REPO
 
@@ -43,16 +44,24 @@ def test_up_serves_sample_traces_through_the_api(tmp_path: Path) -> None:
         assert "Latest traces:" in text and f"http://127.0.0.1:{api_port}" in text, text
         traces = httpx.get(f"http://127.0.0.1:{api_port}/traces", timeout=30).json()["traces"]
         assert len(traces) >= 3
-        assert any(t["root_name"] in text for t in traces)
-        for service in ("capture-otel_v2", "js-agent", "capture-openinference"):  # the three bundled exports
-            assert service in text
+        assert "travel-agent" in text and "Findings:" in text and "loop" in text
+        services = {
+            t["service_name"] for t in httpx.get(f"http://127.0.0.1:{api_port}/traces?limit=100").json()["traces"]
+        }
+        assert {"capture-otel_v2", "js-agent", "capture-openinference", "travel-agent"} <= services
         tree = httpx.get(f"http://127.0.0.1:{api_port}/traces/{traces[0]['trace_id']}", timeout=30).json()
         assert tree["total_spans"] == traces[0]["span_count"]
+        # The demo agent's runs are there too, with every kind of finding it is built to produce.
+        totals = httpx.get(f"http://127.0.0.1:{api_port}/findings/counts", timeout=30).json()["totals"]
+        assert set(totals) == {"loop", "retry", "budget", "guardrail", "error"}, totals
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0, "".join(output)
     con = connect(tmp_path / "data" / "lake")
-    assert con.execute("SELECT count(*) FROM spans").fetchone() == (13,)
+    assert con.execute("SELECT count(*) FROM spans WHERE service_name <> 'travel-agent'").fetchone() == (13,)
+    assert con.execute("SELECT count(DISTINCT trace_id) FROM spans WHERE service_name = 'travel-agent'").fetchone() == (
+        len(scenarios()),
+    )
     # The API process went down with it.
     try:
         httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=2)

@@ -1,0 +1,1 @@
+"""The demo: a small travel agent, the local stub LLM it talks to, and the scenarios `agentflight demo` runs."""
