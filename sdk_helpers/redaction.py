@@ -130,7 +130,7 @@ _SECRETS = (
     (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), "[aws-key]"),
     (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{16,}"), "Bearer [token]"),
     (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "[email]"),
-    (re.compile(r"\b(?:\d[ -]?){13,19}\b"), "[card]"),
+    (re.compile(r"\b\d(?:[ -]?\d){12,18}\b"), "[card]"),
 )
 
 
