@@ -101,3 +101,29 @@ class ApiServer:
 
 def start_api(settings: Settings) -> ApiServer:
     return ApiServer(settings)
+
+
+@pytest.fixture(scope="session")
+def demo_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """A real API over real data: the demo agent's scenarios sent through a real collector (UI tests)."""
+    from examples.scenarios import run_demo
+
+    running = start_collector(tmp_path_factory.mktemp("ui-demo") / "data")
+    try:
+        run_demo(f"http://127.0.0.1:{running.grpc_port}", users=4)
+        running.flush()
+        api = start_api(running.settings)
+        try:
+            yield api
+        finally:
+            api.stop()
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def ui_env(demo_api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> ApiServer:
+    """Points the UI (ui/client.py reads the environment) at the demo API."""
+    monkeypatch.setenv("AGENTFLIGHT_API_URL", demo_api.url)
+    monkeypatch.delenv("AGENTFLIGHT_API_KEY", raising=False)
+    return demo_api

@@ -1,0 +1,28 @@
+"""The Streamlit UI entry point (`agentflight ui`): navigation between the pages under ui/pages/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+PAGES = Path(__file__).parent / "pages"
+
+
+def main() -> None:
+    st.set_page_config(page_title="agentflight", layout="wide")
+    navigation = st.navigation(
+        [
+            st.Page(PAGES / "traces.py", title="Traces", default=True, url_path="traces"),
+            st.Page(PAGES / "replay.py", title="Replay", url_path="replay"),
+            st.Page(PAGES / "flags.py", title="Flags", url_path="flags"),
+            st.Page(PAGES / "costs.py", title="Costs", url_path="costs"),
+            st.Page(PAGES / "sessions.py", title="Sessions", url_path="sessions"),
+            st.Page(PAGES / "users.py", title="Users", url_path="users"),
+            st.Page(PAGES / "sql.py", title="SQL", url_path="sql"),
+        ]
+    )
+    navigation.run()
+
+
+main()
