@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from collector.config import ConfigError, Settings, env_name, load_settings
@@ -89,13 +90,31 @@ def _start_api_process(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "collector.cli", "api"], env=env)
 
 
-def _wait_for_api(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> bool:
+def _ui_process_args(settings: Settings) -> list[str]:
+    import ui
+
+    app = Path(ui.__file__).parent / "app.py"
+    return [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.port", str(settings.ui_port), "--server.address", settings.host,
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+
+
+def _start_ui_process(settings: Settings, api_url: str) -> subprocess.Popen[bytes]:
+    """The Streamlit UI in its own process, talking to the API over HTTP only."""
+    env = dict(os.environ)
+    env.setdefault("AGENTFLIGHT_API_URL", api_url)
+    return subprocess.Popen(_ui_process_args(settings), env=env, stdout=subprocess.DEVNULL)
+
+
+def _wait_for_api(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0, path: str = "/health") -> bool:
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
                 return True
         except httpx.HTTPError:
             pass
@@ -103,7 +122,9 @@ def _wait_for_api(url: str, process: subprocess.Popen[bytes], timeout: float = 6
     return False
 
 
-def _print_welcome(settings: Settings, grpc_port: int, http_port: int, api_url: str | None) -> None:
+def _print_welcome(
+    settings: Settings, grpc_port: int, http_port: int, api_url: str | None, ui_url: str | None = None
+) -> None:
     import httpx
 
     if api_url is not None and not settings.keys_path.exists():
@@ -124,6 +145,7 @@ def _print_welcome(settings: Settings, grpc_port: int, http_port: int, api_url: 
     lines = [
         f"\nagentflight is running; data in {data.resolve()}",
         f"  Point an agent at it:  OTEL_EXPORTER_OTLP_ENDPOINT=http://{host}:{http_port}  (gRPC: {host}:{grpc_port})",
+        f"  UI:                    {ui_url or 'not running (see the log above)'}",
         f"  Query API:             {api_url or 'not running (see the log above)'}  (OpenAPI docs: /docs)",
         f"  Query the lake:        .venv/bin/agentflight sql --data-dir {data}",
         f"  Ingest health:         http://{host}:{http_port}/health   (Prometheus: /metrics)",
@@ -153,6 +175,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     stop = _stop_on_signal()
     collector = Collector(settings).start()
     api = _start_api_process(settings)
+    ui: subprocess.Popen[bytes] | None = None
     try:
         fresh = not collector.lake.parts("spans")
         first_run = fresh and not args.no_samples and not collector.keys.enabled
@@ -166,17 +189,33 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         if not _wait_for_api(f"http://{settings.host}:{settings.api_port}", api):
             log.error("the query API did not start (exit code %s); the collector keeps running", api.poll())
             api_url = None
-        _print_welcome(settings, collector.grpc_port, collector.http_port, api_url)
+        ui = _start_ui_process(settings, f"http://{settings.host}:{settings.api_port}")
+        ui_url: str | None = f"http://{settings.host}:{settings.ui_port}"
+        if not _wait_for_api(f"http://{settings.host}:{settings.ui_port}", ui, path="/_stcore/health"):
+            log.error("the UI did not start (exit code %s)", ui.poll())
+            ui_url = None
+        _print_welcome(settings, collector.grpc_port, collector.http_port, api_url, ui_url)
         stop.wait()
     finally:
         log.info("shutting down: publishing what is buffered")
-        api.terminate()
+        children = [api] + ([ui] if ui is not None else [])
+        for child in children:
+            child.terminate()
         collector.stop()
-        try:
-            api.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            api.kill()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
     return 0
+
+
+def cmd_ui(settings: Settings, args: argparse.Namespace) -> int:
+    """The Streamlit UI on --ui-port, reading from the API at AGENTFLIGHT_API_URL (default: --api-port here)."""
+    env = dict(os.environ)
+    env.setdefault("AGENTFLIGHT_API_URL", f"http://{settings.host}:{settings.api_port}")
+    log.info("agentflight UI on http://%s:%d (API: %s)", settings.host, settings.ui_port, env["AGENTFLIGHT_API_URL"])
+    return subprocess.call(_ui_process_args(settings), env=env)
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
@@ -269,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo": ("run everything and fill it with the demo travel agent's traces", cmd_up),
         "collector": ("run the OTLP receiver and lake writer", cmd_collector),
         "api": ("run the query API (traces, sessions, users, costs, read-only SQL, export)", cmd_api),
+        "ui": ("run the UI (Streamlit) against the query API", cmd_ui),
         "sql": ("DuckDB SQL over the lake (interactive, or one query with -c)", cmd_sql),
         "keys": ("create, list or revoke API keys", cmd_keys),
         "reprice": ("recompute costs of stored spans with the current price table and overrides", cmd_reprice),

@@ -23,10 +23,11 @@ def _free_port() -> int:
 
 
 def test_up_serves_sample_traces_through_the_api(tmp_path: Path) -> None:
-    grpc_port, http_port, api_port = _free_port(), _free_port(), _free_port()
+    grpc_port, http_port, api_port, ui_port = _free_port(), _free_port(), _free_port(), _free_port()
     command = [
         sys.executable, "-m", "collector.cli", "up", "--data-dir", str(tmp_path / "data"),
         "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--api-port", str(api_port),
+        "--ui-port", str(ui_port),
     ]  # fmt: skip
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output: list[str] = []
@@ -45,6 +46,8 @@ def test_up_serves_sample_traces_through_the_api(tmp_path: Path) -> None:
         traces = httpx.get(f"http://127.0.0.1:{api_port}/traces", timeout=30).json()["traces"]
         assert len(traces) >= 3
         assert "travel-agent" in text and "Findings:" in text and "loop" in text
+        assert f"UI:                    http://127.0.0.1:{ui_port}" in text
+        assert httpx.get(f"http://127.0.0.1:{ui_port}/_stcore/health", timeout=10).text == "ok"
         services = {
             t["service_name"] for t in httpx.get(f"http://127.0.0.1:{api_port}/traces?limit=100").json()["traces"]
         }
@@ -62,7 +65,12 @@ def test_up_serves_sample_traces_through_the_api(tmp_path: Path) -> None:
     assert con.execute("SELECT count(DISTINCT trace_id) FROM spans WHERE service_name = 'travel-agent'").fetchone() == (
         len(scenarios()),
     )
-    # The API process went down with it.
+    # The API and UI processes went down with it.
+    try:
+        httpx.get(f"http://127.0.0.1:{ui_port}/_stcore/health", timeout=2)
+        raise AssertionError("the UI outlived `agentflight up`")
+    except httpx.TransportError:
+        pass
     try:
         httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=2)
         raise AssertionError("the API outlived `agentflight up`")
