@@ -3,7 +3,7 @@
 A failure propagates: the tool raises, the agent span around it fails too. One finding per origin (a failed
 span with no failed child) tells the story once; the ancestors it took down are listed in the evidence.
 A failure that a later attempt of the same call made good is a warning, not an error (evidence
-`recovered_by_retry`).
+`recovered_by_retry`), and took none of its ancestors down: an ancestor that failed too has its own finding.
 Guardrail tripwires are outcomes, not errors (semconv.md §3): the guardrail detector reports them.
 """
 
@@ -37,14 +37,18 @@ def detect(spans: pl.DataFrame, config: DetectorConfig) -> pl.DataFrame:
             failed["trace_id"].to_list(), failed["span_id"].to_list(), failed["parent_span_id"].to_list(), strict=True
         )
     }
-    has_failed_child = {(t, p) for (t, _), p in parent_of.items() if p is not None and (t, p) in failed_ids}
     recovered = _recovered(spans)
+    # A failure a retry made good took nothing down: a parent that failed anyway failed for its own reason.
+    has_failed_child = {
+        (t, p) for (t, s), p in parent_of.items() if p is not None and (t, p) in failed_ids and (t, s) not in recovered
+    }
     findings = []
     for span in failed.iter_rows(named=True):
         key = (span["trace_id"], span["span_id"])
         if key in has_failed_child or is_tripwire(span["error_type"], span["error_message"]):
             continue
-        findings.append(_finding(span, _ancestors(key, parent_of, failed_ids), key in recovered))
+        took_down = [] if key in recovered else _ancestors(key, parent_of, failed_ids)
+        findings.append(_finding(span, took_down, key in recovered))
     return frame(findings)
 
 

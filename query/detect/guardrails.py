@@ -22,7 +22,7 @@ import polars as pl
 from query.detect.config import DetectorConfig
 from query.detect.errors import is_tripwire
 from query.detect.finding import Finding, frame
-from query.detect.signals import EVIDENCE_CHARS, json_list, json_object
+from query.detect.signals import EVIDENCE_CHARS, exception_details, json_list, json_object
 
 # Provider verdicts that mean the guardrail acted (OTel leaves values to providers: Bedrock, Azure, OpenAI).
 _BLOCKING = {
@@ -207,19 +207,21 @@ def _span_findings(span: dict[str, Any]) -> list[Finding]:
                 evidence=evidence,
             )
         )
-    if span["span_type"] != "guardrail" and span["is_error"] and is_tripwire(span["error_type"], span["error_message"]):
+    tripwire = _tripwire(span)
+    if span["span_type"] != "guardrail" and tripwire is not None:
+        error_type, reason = tripwire
         out.append(
             Finding(
                 **base,
                 code="guardrail_block",
                 severity="warning",
-                message=f"guardrail tripwire: {span['error_type'] or ''} {span['error_message'] or ''}".strip(),
+                message=f"guardrail tripwire: {error_type or ''} {reason or ''}".strip(),
                 evidence={
-                    "guardrail": span["error_type"],
+                    "guardrail": error_type,
                     "action": "block",
                     "phase": None,
                     "signal": "tripwire exception",
-                    "reason": span["error_message"],
+                    "reason": reason,
                     "content": span["guarded_input"],
                 },
             )
@@ -261,6 +263,17 @@ def _span_findings(span: dict[str, Any]) -> list[Finding]:
             )
         )
     return out
+
+
+def _tripwire(span: dict[str, Any]) -> tuple[str | None, str | None] | None:
+    """(exception type, message) when the span ended on a guardrail tripwire. The collector does not count a
+    tripwire as a failure (an outcome, semconv.md §3), so the exception event and the status say so."""
+    if not (span["is_error"] or span["status_code"] == "ERROR"):
+        return None
+    exception = exception_details(span["signal_events"])
+    error_type = span["error_type"] or exception.get("exception_type")
+    message = span["error_message"] or exception.get("exception_message") or span["status_message"]
+    return (error_type, message) if is_tripwire(error_type, message) else None
 
 
 def _parts(output: str) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """Loop findings: the same tool with the same arguments, the same model input, or a cycle of steps, repeated.
 
-Failed attempts are left to the retry detector: a loop is work that succeeded and was done again. Wasted
+Failed attempts are left to the retry detector: a loop is work that succeeded and was done again; tool calls
+whose arguments were not recorded cannot be shown to repeat and are left out of repeated_tool_call. Wasted
 usage is what the repeats after the first cost: for a repeated tool call, the model call that asked for each
 repeat (the latest counted model call ending before it started); for a repeated model input, the repeated
 calls themselves; for a cycle, every counted model call from the second turn of the cycle to its end.
@@ -60,7 +61,11 @@ def _usage(calls: list[tuple[int, int, str, int, float | None]]) -> tuple[int, f
 def _tool_repeats(
     ok: pl.DataFrame, model_calls: dict[str, list[tuple[int, int, str, int, float | None]]], settings: LoopSettings
 ) -> list[Finding]:
-    tools = ok.filter((pl.col("span_type") == "tool") & pl.col("tool_name").is_not_null())
+    # Arguments the instrumentation did not record are unknown, not equal: a lookup of seven different
+    # reservations without recorded arguments is no loop.
+    tools = ok.filter(
+        (pl.col("span_type") == "tool") & pl.col("tool_name").is_not_null() & pl.col("tool_arguments").is_not_null()
+    )
     # Cheap filter first: only (trace, tool) pairs called often enough can hold a repeat.
     candidates = tools.filter(pl.len().over("trace_id", "tool_name") >= settings.min_repeats)
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)

@@ -8,7 +8,11 @@ result that asks the model to try again). Codes:
 - `retry`: attempts were repeated; warning when every attempt failed (exhausted), info when one recovered.
 - `non_retryable_retry` (error): a failure that no retry can fix (auth 401/403, bad request 400/404,
   validation) was tried again.
-- `retry_without_backoff` (warning): an attempt began sooner than `retries.min_backoff_ms` after the failure.
+- `retry_without_backoff` (warning): an attempt began sooner than `retries.min_backoff_ms` after a transient
+  failure (rate limit, server, timeout: the failures waiting helps); an agent calling a tool again after the
+  tool reported an application error is not hammering anything.
+
+`sdk_helpers.mark_retry` counts attempts from 1 (the first try), so `agentflight.retry.attempt` 1 is no retry.
 
 Evidence: `attempts`, `span_ids`, `backoff_ms` (gap before each retry), `error_classes`, `http_statuses`,
 `outcome` (recovered / exhausted / unknown), `signal` (structural / http_resend / framework).
@@ -24,20 +28,22 @@ import polars as pl
 
 from query.detect.config import DetectorConfig
 from query.detect.finding import Finding, frame
-from query.detect.signals import NON_RETRYABLE, classify_error, json_object, number
+from query.detect.signals import NON_RETRYABLE, TRANSIENT, classify_error, json_object, number
 
 NS_PER_MS = 1_000_000
 _RETRY_PROMPT = "fix the errors and try again"  # Pydantic AI's RetryPromptPart text, sent back to the model
-_ATTEMPT_KEYS = ("pydantic_ai.tool.retry.attempt", "pydantic_ai.output.retry.attempt", "agentflight.retry.attempt")
+_SDK_ATTEMPT = "agentflight.retry.attempt"  # sdk_helpers.mark_retry: 1 is the first try
+_ATTEMPT_KEYS = ("pydantic_ai.tool.retry.attempt", "pydantic_ai.output.retry.attempt", _SDK_ATTEMPT)
 
 
 def detect(spans: pl.DataFrame, config: DetectorConfig) -> pl.DataFrame:
     min_gap_ns = config.retries.min_backoff_ms * NS_PER_MS
     structural = _structural(spans, min_gap_ns)
-    # A framework's retry of a call the structure already shows is the same retry, told once.
+    # A framework's or HTTP client's retry of a call the structure already shows is the same retry, told once.
     covered = {(f.trace_id, s) for f in structural for s in f.span_ids}
     framework = [f for f in _framework(spans) if (f.trace_id, f.span_id) not in covered]
-    return frame([*structural, *_http_resends(spans), *framework])
+    resends = [f for f in _http_resends(spans) if not all((f.trace_id, s) in covered for s in f.span_ids)]
+    return frame([*structural, *resends, *framework])
 
 
 def _key(span: dict[str, Any]) -> str:
@@ -140,7 +146,7 @@ def _chain_findings(chain: list[dict[str, Any]], min_gap_ns: float) -> list[Find
                 )
             )
             break
-        if gaps_ns[index] < min_gap_ns:
+        if gaps_ns[index] < min_gap_ns and error_class in TRANSIENT:
             out.append(
                 Finding(
                     trace_id=trace_id,
@@ -201,15 +207,23 @@ def _framework(spans: pl.DataFrame) -> list[Finding]:
     findings = []
     for span in marked.iter_rows(named=True):
         attributes = json_object(span["signal_attributes"])
-        attempt = next((number(attributes[k]) for k in _ATTEMPT_KEYS if k in attributes), None)
+        attempt_key = next((k for k in _ATTEMPT_KEYS if k in attributes), None)
+        attempt = number(attributes[attempt_key]) if attempt_key is not None else None
+        if attempt_key == _SDK_ATTEMPT and attempt is not None and attempt <= 1:
+            attempt = None  # mark_retry(1): the first try
         asks_again = _RETRY_PROMPT in (span["retry_result"] or "").lower()
         if attempt is None and not asks_again:
             continue
         maximum = number(
             attributes.get("pydantic_ai.tool.retry.max_retries")
             or attributes.get("pydantic_ai.output.retry.max_retries")
+            or attributes.get("agentflight.retry.max_attempts")
         )
-        cause = attributes.get("pydantic_ai.tool.retry.cause") or attributes.get("pydantic_ai.output.retry.cause")
+        cause = (
+            attributes.get("pydantic_ai.tool.retry.cause")
+            or attributes.get("pydantic_ai.output.retry.cause")
+            or attributes.get("agentflight.retry.cause")
+        )
         what = span["tool_name"] or span["name"]
         exhausted = maximum is not None and attempt is not None and attempt >= maximum and span["is_error"]
         findings.append(

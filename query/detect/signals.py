@@ -22,7 +22,8 @@ DETECT_SELECT = f"""
               AND input_messages NOT IN ('', '[]') THEN md5(input_messages) END AS input_hash,
     CASE WHEN is_error OR span_type = 'guardrail' OR regexp_matches(attributes, '{_MARKERS}')
          THEN attributes END AS signal_attributes,
-    CASE WHEN is_error OR span_type = 'guardrail' OR contains(events, 'guard') THEN events END AS signal_events,
+    CASE WHEN is_error OR status_code = 'ERROR' OR span_type = 'guardrail' OR contains(events, 'guard')
+         THEN events END AS signal_events,
     CASE WHEN span_type = 'guardrail' THEN left(input_messages, {EVIDENCE_CHARS}) END AS guarded_input,
     CASE WHEN span_type = 'guardrail' OR contains(output_messages, '"refusal"')
               OR contains(finish_reason, 'content_filter') THEN left(output_messages, {EVIDENCE_CHARS})
@@ -94,6 +95,8 @@ def normalised_arguments(text: str | None) -> str:
 ERROR_CLASSES = ("rate_limit", "auth", "server", "timeout", "validation", "tool_error", "other")
 # Retrying these cannot succeed without a change to the request (DESIGN, Detectors).
 NON_RETRYABLE = frozenset({"auth", "validation"})
+# Failures that can pass by themselves, so a retry should wait first (retry_without_backoff).
+TRANSIENT = frozenset({"rate_limit", "server", "timeout"})
 
 _STATUS_KEYS = ("http.response.status_code", "http.status_code", "error.status_code", "gen_ai.response.status_code")
 _STATUS_IN_TEXT = re.compile(r"(?:error code|status(?: code)?|http)[:= ]+([1-5]\d\d)\b", re.IGNORECASE)
