@@ -9,13 +9,19 @@ $(BIN)/agentflight: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: install up test lint bench
+.PHONY: install up test lint bench chromium
 install: $(BIN)/agentflight
 
 up: install
 	$(BIN)/agentflight up
 
-test: install
+# The browser tests drive Debian's Chromium through Playwright (no browser download): install it once.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
+
+test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
