@@ -17,7 +17,8 @@ from query.index import TraceIndex
 from query.traces import iso
 
 _COLUMNS = (
-    "trace_id, span_id, span_ids, kind, code, severity, message, evidence, start_ns, wasted_tokens, wasted_cost_usd"
+    "finding_id, trace_id, span_id, span_ids, kind, code, severity, message, evidence, start_ns, "
+    "wasted_tokens, wasted_cost_usd"
 )
 _ORDER = {"error": 0, "warning": 1, "info": 2}
 BUCKETS = {"day": "%Y-%m-%d", "hour": "%Y-%m-%dT%H:00Z"}
@@ -25,6 +26,7 @@ BUCKETS = {"day": "%Y-%m-%d", "hour": "%Y-%m-%dT%H:00Z"}
 
 def finding_json(row: dict[str, Any]) -> dict[str, Any]:
     return {
+        "finding_id": row["finding_id"],
         "trace_id": row["trace_id"],
         "span_id": row["span_id"],
         "span_ids": row["span_ids"],
@@ -43,7 +45,7 @@ def finding_json(row: dict[str, Any]) -> dict[str, Any]:
 def for_trace(index: TraceIndex, project: str, trace_id: str) -> list[dict[str, Any]]:
     """A trace's findings, most severe first, then in time order (the index is already refreshed)."""
     rows = index.rows(
-        f"SELECT {_COLUMNS} FROM findings WHERE project = ? AND trace_id = ? ORDER BY start_ns, code, span_id",
+        f"SELECT {_COLUMNS} FROM findings WHERE project = ? AND trace_id = ? ORDER BY start_ns, code, finding_id",
         [project, trace_id],
     )
     rows.sort(key=lambda r: _ORDER.get(r["severity"], 3))  # stable: time order within a severity
@@ -112,7 +114,7 @@ def parse_filter(
 
 
 def _encode(row: dict[str, Any]) -> str:
-    key = [row["start_ns"], row["trace_id"], row["code"], row["span_id"]]
+    key = [row["start_ns"], row["finding_id"]]
     return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
 
 
@@ -122,7 +124,7 @@ def _decode(cursor: str) -> list[Any]:
     except (ValueError, TypeError):
         raise BadRequest("cursor: not a cursor this API returned") from None
     if not (
-        isinstance(key, list) and len(key) == 4 and isinstance(key[0], int) and all(isinstance(k, str) for k in key[1:])
+        isinstance(key, list) and len(key) == 2 and isinstance(key[0], int) and isinstance(key[1], str)
     ):
         raise BadRequest("cursor: not a cursor this API returned")
     return key
@@ -133,12 +135,12 @@ def list_findings(
 ) -> dict[str, Any]:
     where, params = flt.where(project)
     if cursor is not None:
-        start_ns, trace_id, code, span_id = _decode(cursor)
-        where += " AND (start_ns, trace_id, code, span_id) < (?, ?, ?, ?)"
-        params += [start_ns, trace_id, code, span_id]
+        start_ns, after = _decode(cursor)
+        where += " AND (start_ns < ? OR (start_ns = ? AND finding_id < ?))"
+        params += [start_ns, start_ns, after]
     rows = index.rows(
         f"""SELECT {_COLUMNS} FROM findings WHERE {where}
-            ORDER BY start_ns DESC, trace_id DESC, code DESC, span_id DESC LIMIT ?""",
+            ORDER BY start_ns DESC, finding_id DESC LIMIT ?""",
         [*params, limit + 1],
     )
     more = len(rows) > limit

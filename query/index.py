@@ -31,8 +31,8 @@ from store.layout import Part
 
 log = logging.getLogger(__name__)
 
-# Bump when summaries change shape or meaning: every partition's derived files are then rebuilt.
-DERIVED_VERSION = "traces-2"
+# Bump when summaries or detectors change shape or meaning: every partition's derived files are then rebuilt.
+DERIVED_VERSION = "findings-3"
 _READ_RETRIES = 3  # compaction may retire a part between listing and reading it
 
 _SQL_TYPES = {

@@ -549,7 +549,7 @@ def normalise(value: Any, names: dict[str, str], day: str) -> Any:
 
 
 def _finding(f: dict[str, Any], t: Trace, names: dict[str, str], day: str) -> dict[str, Any]:
-    out = {k: v for k, v in f.items() if k not in ("time", "start_time_unix_nano")}
+    out = {k: v for k, v in f.items() if k not in ("time", "start_time_unix_nano", "finding_id")}
     out["at_ms"] = (f["start_time_unix_nano"] - t.start_ns) / 1e6
     evidence = dict(out["evidence"])
     if evidence.get("stacktrace"):
@@ -966,11 +966,6 @@ def test_findings_routes_filter_page_and_count(stack: Stack) -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="query/findings.py pages by (start_ns, trace_id, code, span_id), which two findings can share: "
-    "the second is skipped when a page ends on the first",
-)
 def test_findings_cursor_keeps_findings_that_share_a_span(stack: Stack) -> None:
     """budget_declared has two budget_breach findings (cost and steps) on the same span at the same time."""
     seen: list[dict[str, Any]] = []

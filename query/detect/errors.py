@@ -98,7 +98,8 @@ def _finding(span: dict[str, Any], took_down: list[str], recovered: bool) -> Fin
         code=error_class,
         # A failure a retry made good is worth knowing, not waking anyone for.
         severity="warning" if recovered else "error",
-        message=f"{what} failed ({error_class.replace('_', ' ')}): {error_type or 'error'}"
+        message=f"{what} failed ({error_class.replace('_', ' ')})"
+        + (f": {error_type}" if error_type else "")
         + (f": {message}" if message else ""),
         start_ns=span["start_time_unix_nano"],
         evidence={

@@ -1,6 +1,7 @@
 """The finding: what a detector returns (one row per problem found), its schema and its severities.
 
-Every detector returns a polars frame with exactly FINDING_SCHEMA. `span_id` is the span the finding points
+Every detector returns a polars frame with exactly FINDING_SCHEMA. `finding_id` is a content hash (stable
+across rebuilds, unique within a trace). `span_id` is the span the finding points
 at (the first repeat, the failed attempt, the span where a budget line was crossed); `span_ids` lists every
 span concerned. `evidence` is a JSON object whose keys depend on the kind (documented per detector).
 `wasted_tokens`/`wasted_cost_usd` are filled by loop findings: the usage of every repeat after the first.
@@ -8,6 +9,7 @@ span concerned. `evidence` is a JSON object whose keys depend on the kind (docum
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ KINDS = ("loop", "retry", "budget", "guardrail", "error")
 SEVERITIES = ("info", "warning", "error")
 
 FINDING_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "finding_id": pl.String,
     "trace_id": pl.String,
     "span_id": pl.String,
     "span_ids": pl.List(pl.String),
@@ -50,7 +53,9 @@ class Finding:
     def row(self) -> dict[str, Any]:
         if self.kind not in KINDS or self.severity not in SEVERITIES:
             raise ValueError(f"bad finding {self.kind}/{self.severity}")
+        evidence = json.dumps(self.evidence, sort_keys=True, default=str)
         return {
+            "finding_id": finding_id(self.trace_id, self.span_id, self.kind, self.code, evidence),
             "trace_id": self.trace_id,
             "span_id": self.span_id,
             "span_ids": self.span_ids or [self.span_id],
@@ -58,11 +63,17 @@ class Finding:
             "code": self.code,
             "severity": self.severity,
             "message": one_line(self.message),
-            "evidence": json.dumps(self.evidence, sort_keys=True, default=str),
+            "evidence": evidence,
             "start_ns": self.start_ns,
             "wasted_tokens": self.wasted_tokens,
             "wasted_cost_usd": self.wasted_cost_usd,
         }
+
+
+def finding_id(trace_id: str, span_id: str, kind: str, code: str, evidence: str) -> str:
+    """Names a finding by what it says: the same spans judged the same way give the same id on every rebuild."""
+    digest = hashlib.sha256("\0".join((trace_id, span_id, kind, code, evidence)).encode())
+    return digest.hexdigest()[:20]
 
 
 def frame(findings: Iterable[Finding]) -> pl.DataFrame:

@@ -123,7 +123,8 @@ def _chain_findings(chain: list[dict[str, Any]], min_gap_ns: float) -> list[Find
             kind="retry",
             code="retry",
             severity="info" if recovered else "warning",
-            message=f"{what}: {len(chain)} attempts after {classes[0].replace('_', ' ')} errors, {outcome}",
+            message=f"{what}: {len(chain)} attempts, {outcome}; failures: "
+            + ", ".join(sorted({c.replace("_", " ") for c in classes})),
             start_ns=retry["start_time_unix_nano"],
             evidence=evidence,
         )
