@@ -26,7 +26,7 @@ SHOWN = "<script>alert(1)</script>"  # what of it must be visible, as text
 
 
 def _page(name: str, **params: str) -> AppTest:
-    at = AppTest.from_file(str(REPO / "ui" / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
+    at = AppTest.from_file(str(REPO / "ui" / "views" / f"{name}.py"), default_timeout=TIMEOUT)
     for key, value in params.items():
         at.query_params[key] = value
     return at
@@ -192,7 +192,7 @@ def test_sessions_list_and_one_session_as_a_conversation(ui_env: ApiServer) -> N
 def test_an_unknown_session_is_an_error_not_a_traceback(ui_env: ApiServer) -> None:
     at = _page("sessions", session="no-such-session").run()
     assert not at.exception
-    assert [e.value for e in at.error] == ["The API could not answer this request."]
+    assert [e.value for e in at.error] == ["The API refused the request (HTTP 404):"]
     assert "no session 'no-such-session'" in at.code[0].value
 
 
@@ -245,7 +245,7 @@ def test_sql_shows_the_apis_refusal(ui_env: ApiServer) -> None:
     at.text_area[0].input("DELETE FROM spans").run()
     at.button[0].click().run()
     assert not at.exception
-    assert [e.value for e in at.error] == ["The API refused the query (HTTP 400):"]
+    assert [e.value for e in at.error] == ["The API refused the request (HTTP 400):"]
     assert "only a single SELECT is allowed" in at.code[-1].value
     assert not at.dataframe
     at.text_area[0].input("SELECT 1 AS a, 1 AS a, [1, 2] AS l, {'x': 1} AS s").run()
@@ -360,6 +360,6 @@ def test_hostile_sql_results_are_a_table(hostile: ApiServer, monkeypatch: pytest
 
 def test_pages_never_render_through_markdown_or_html() -> None:
     for name in PAGES:
-        source = (REPO / "ui" / "pages" / f"{name}.py").read_text()
+        source = (REPO / "ui" / "views" / f"{name}.py").read_text()
         for forbidden in ("markdown(", "st.html(", "unsafe_allow_html", "st.write(", "st.latex("):
             assert forbidden not in source, (name, forbidden)

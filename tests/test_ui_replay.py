@@ -20,7 +20,7 @@ HOSTILE = "<script>alert(1)</script> **bold** [x](http://evil.example) \x1b[31m"
 
 
 def _page(name: str) -> AppTest:
-    return AppTest.from_file(str(REPO / "ui" / "pages" / f"{name}.py"), default_timeout=TIMEOUT)
+    return AppTest.from_file(str(REPO / "ui" / "views" / f"{name}.py"), default_timeout=TIMEOUT)
 
 
 def _trace_id(api: ApiServer, **params: Any) -> str:
@@ -86,8 +86,7 @@ def test_playground_reruns_a_model_call_against_a_configured_endpoint(
         assert "chat gpt-4o-mini" in _texts(at)
         at.button(key="pg-run").click().run()
         assert not at.exception
-        captions = " ".join(str(c.value) for c in at.caption)
-        assert "new answer (gpt-4o-mini-2024-07-18, tool_calls)" in captions
+        assert "new answer (gpt-4o-mini-2024-07-18, tool_calls)" in _texts(at)
         assert stub.requests == 1
     finally:
         stub.stop()
@@ -139,7 +138,7 @@ def test_hostile_content_is_shown_as_text_never_markup(special: ApiServer, monke
     assert "\x1b" not in _texts(at)  # control characters stripped
     assert all("<script" not in str(m.value) for m in at.markdown)
     for page in ("traces", "replay"):
-        source = (REPO / "ui" / "pages" / f"{page}.py").read_text()
+        source = (REPO / "ui" / "views" / f"{page}.py").read_text()
         assert "unsafe_allow_html" not in source and "st.markdown(" not in source and "st.html(" not in source
 
 

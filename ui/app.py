@@ -1,4 +1,4 @@
-"""The Streamlit UI entry point (`agentflight ui`): navigation between the pages under ui/pages/."""
+"""The Streamlit UI entry point (`agentflight ui`): navigation between the pages under ui/views/."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-PAGES = Path(__file__).parent / "pages"
+PAGES = Path(__file__).parent / "views"  # not "pages/": Streamlit would auto-discover that folder
 
 
 def main() -> None:

@@ -18,7 +18,13 @@ TIMEOUT_SECONDS = 30.0  # a cost breakdown over 10M spans answers in under a sec
 
 
 class ApiError(Exception):
-    """Something the user should read: what failed and what to do."""
+    """Something the user should read: what failed and what to do (`summary`, our words) and, when the API
+    answered with a refusal, its message (`detail`: may quote stored data, so it is shown as code)."""
+
+    def __init__(self, summary: str, detail: str | None = None) -> None:
+        super().__init__(summary if detail is None else f"{summary} {detail}")
+        self.summary = summary
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ class ApiClient:
                 message = response.json().get("error", response.text)
             except ValueError:
                 message = response.text
-            raise ApiError(f"{message} (HTTP {response.status_code})")
+            raise ApiError(f"The API refused the request (HTTP {response.status_code}):", str(message))
         return response
 
     def get(self, path: str, **params: Any) -> Any:

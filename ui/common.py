@@ -29,7 +29,9 @@ def call(fetch: Callable[[], T], what: str = "Loading") -> T | None:
         with st.spinner(f"{what}…"):
             return fetch()
     except ApiError as exc:
-        st.error(str(exc))
+        st.error(exc.summary)  # our own words: st.error renders Markdown
+        if exc.detail:
+            st.code(exc.detail, language="text")
         return None
 
 

@@ -24,7 +24,7 @@ def clean(text: Any) -> str:
 
 def show_text(text: Any, label: str | None = None) -> None:
     if label:
-        st.caption(clean(label))
+        st.text(f"▸ {clean(label)}")  # st.caption would render Markdown; a label may name stored data
     body = clean(text)
     if len(body) > PREVIEW_CHARS:
         body = body[:PREVIEW_CHARS] + f"\n… ({len(body) - PREVIEW_CHARS} more characters)"
@@ -33,7 +33,7 @@ def show_text(text: Any, label: str | None = None) -> None:
 
 def show_json(value: Any, label: str | None = None) -> None:
     if label:
-        st.caption(clean(label))
+        st.text(f"▸ {clean(label)}")
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -57,7 +57,7 @@ def show_messages(messages: list[dict[str, Any]] | None, label: str) -> None:
     """OTel GenAI messages ([{role, parts}]) as one text block per message."""
     if not messages:
         return
-    st.caption(label)
+    st.text(f"▸ {clean(label)}")
     for message in messages:
         role = clean(message.get("role", "?"))
         for part in message.get("parts") or []:

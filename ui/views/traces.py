@@ -120,7 +120,7 @@ def main() -> None:
     )
     rows = selection.selection.rows if selection is not None else []
     if rows:
-        st.switch_page("pages/replay.py", query_params={"trace_id": frame["trace_id"][rows[0]]})
+        st.switch_page("views/replay.py", query_params={"trace_id": frame["trace_id"][rows[0]]})
     left, right = st.columns(2)
     if len(cursors) > 1 and left.button("← Newer"):
         cursors.pop()

@@ -28,7 +28,7 @@ def load(trace_id: str) -> dict[str, Any] | None:
 
 def header(trace: dict[str, Any], findings: list[dict[str, Any]]) -> None:
     summary = trace["trace"]
-    st.caption(f"trace {render.clean(summary['trace_id'])} · {render.clean(summary['start_time'])}")
+    st.text(f"trace {render.clean(summary['trace_id'])} · {render.clean(summary['start_time'])}")
     st.subheader("Request")
     st.text(render.clean(summary["root_name"]))
     cells = st.columns(6)
@@ -128,7 +128,7 @@ def step_detail(trace_id: str, span: dict[str, Any], spent: float, findings: lis
 def rerun_panel(span: dict[str, Any], detail: dict[str, Any]) -> None:
     with st.expander("Playground: re-run this model call"):
         base, _ = playground.endpoint()
-        st.caption(f"sends to {render.clean(base)} (AGENTFLIGHT_PLAYGROUND_BASE_URL / _API_KEY)")
+        st.text(f"sends to {render.clean(base)} (AGENTFLIGHT_PLAYGROUND_BASE_URL / _API_KEY)")
         model = st.text_input("model", span["request_model"] or span["response_model"] or "", key="pg-model")
         temperature = st.number_input("temperature", 0.0, 2.0, 0.0, 0.1, key="pg-temp")
         default = json.dumps(playground.to_openai(detail["input_messages"]), indent=1, ensure_ascii=False)
@@ -138,13 +138,14 @@ def rerun_panel(span: dict[str, Any], detail: dict[str, Any]) -> None:
                 messages = json.loads(edited)
                 answer = playground.rerun(model, messages, temperature)
             except (ValueError, playground.PlaygroundError) as exc:
-                st.error(str(exc))
+                st.error("The re-run failed:")
+                st.code(str(exc), language="text")  # may quote the endpoint's answer: text, not Markdown
                 return
             recorded, fresh = st.columns(2)
             with recorded:
                 render.show_messages(detail.get("output_messages"), "recorded answer")
             with fresh:
-                st.caption(f"new answer ({render.clean(answer['model'])}, {render.clean(answer['finish_reason'])})")
+                st.text(f"new answer ({render.clean(answer['model'])}, {render.clean(answer['finish_reason'])})")
                 render.show_text(answer["text"] or "(no text)")
                 if answer["tool_calls"]:
                     render.show_json(answer["tool_calls"], "tool calls")

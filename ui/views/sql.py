@@ -8,7 +8,6 @@ are shown as an error with the message in a code block, since a database message
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import polars as pl
@@ -36,7 +35,6 @@ FROM spans WHERE cost_status = 'unknown_model' GROUP BY ALL""",
 SELECT tool_name, (end_time_unix_nano - start_time_unix_nano) / 1e6 AS duration_ms, trace_id
 FROM spans WHERE span_type = 'tool' ORDER BY duration_ms DESC LIMIT 20""",
 }
-_STATUS = re.compile(r"\s*\(HTTP (\d{3})\)$")
 
 
 def show_table(frame: pl.DataFrame, **options: Any) -> Any:
@@ -85,18 +83,14 @@ def run(sql: str) -> dict[str, Any]:
         with st.spinner("Running the query…"):
             return {"sql": sql, "data": client().sql(sql, "json").json()}
     except ApiError as exc:
-        return {"sql": sql, "error": str(exc)}
+        return {"sql": sql, "error": exc.summary, "detail": exc.detail}
 
 
 def show(outcome: dict[str, Any]) -> None:
     if "error" in outcome:
-        message = outcome["error"]
-        status = _STATUS.search(message)
-        if status is None:  # our client's own sentence: the API is down or refused the key
-            st.error(message)
-            return
-        st.error(f"The API refused the query (HTTP {status.group(1)}):")
-        st.code(clean(_STATUS.sub("", message)), language="text")
+        st.error(outcome["error"])  # our own words; the API's message may quote stored data: shown as code
+        if outcome.get("detail"):
+            st.code(clean(outcome["detail"]), language="text")
         return
     data = outcome["data"]
     frame = result_frame(data)

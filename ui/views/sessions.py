@@ -7,8 +7,6 @@ Ids, messages and names are data: shown in tables and as text, never as Markdown
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -16,7 +14,6 @@ from urllib.parse import quote
 import polars as pl
 import streamlit as st
 
-from ui.client import ApiError
 from ui.common import call, client, empty_state, param, set_params
 from ui.render import clean, money, show_text
 
@@ -24,7 +21,6 @@ T = TypeVar("T")
 LIST_LIMIT = 200
 MAX_TRACES = 1000  # as GET /sessions/{id}
 TURNS = 20  # requests shown with their messages; the table lists every one
-_API_ANSWER = re.compile(r"\(HTTP \d{3}\)$")
 
 
 def show_table(frame: pl.DataFrame, **options: Any) -> Any:
@@ -37,22 +33,6 @@ def show_table(frame: pl.DataFrame, **options: Any) -> Any:
     if len(set(names.values())) == len(names):
         frame = frame.rename(names)
     return st.dataframe(frame, hide_index=True, **options)
-
-
-def fetch(get: Callable[[], T], what: str) -> T | None:
-    """common.call for a request whose error may quote data (an id from the URL): the API's message goes in a
-    code block, never through Markdown; our own client's messages (API down, key refused) stay as they are."""
-    try:
-        with st.spinner(f"{what}…"):
-            return get()
-    except ApiError as exc:
-        message = str(exc)
-        if _API_ANSWER.search(message):
-            st.error("The API could not answer this request.")
-            st.code(clean(message), language="text")
-        else:
-            st.error(message)
-        return None
 
 
 def _time(value: str | None) -> str:
@@ -228,7 +208,7 @@ def _session_traces(session_id: str, cursor: str | None) -> Any:
 
 def session_detail(session_id: str) -> None:
     if path_safe(session_id):
-        data = fetch(lambda: client().get(f"/sessions/{quote(session_id, safe='')}"), "Loading the session")
+        data = call(lambda: client().get(f"/sessions/{quote(session_id, safe='')}"), "Loading the session")
     else:
         data = from_traces(session_id)
     if data is None:

@@ -7,9 +7,7 @@ User ids and session ids are data: shown in tables, charts and as text, never as
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import Counter
-from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -17,7 +15,6 @@ from urllib.parse import quote
 import polars as pl
 import streamlit as st
 
-from ui.client import ApiError
 from ui.common import call, client, empty_state, param, set_params
 from ui.render import clean, money, show_text
 
@@ -26,7 +23,6 @@ LIST_LIMIT = 200
 CHART_USERS = 20
 TRACE_PAGES = 10  # flags over time read the user's trace list, 500 a page
 BUCKETS = ("day", "hour")
-_API_ANSWER = re.compile(r"\(HTTP \d{3}\)$")
 MONEY_COLUMN = st.column_config.NumberColumn("cost (USD)", format="%.6f")
 
 
@@ -40,22 +36,6 @@ def show_table(frame: pl.DataFrame, **options: Any) -> Any:
     if len(set(names.values())) == len(names):
         frame = frame.rename(names)
     return st.dataframe(frame, hide_index=True, **options)
-
-
-def fetch(get: Callable[[], T], what: str) -> T | None:
-    """common.call for a request whose error may quote data (an id from the URL): the API's message goes in a
-    code block, never through Markdown; our own client's messages (API down, key refused) stay as they are."""
-    try:
-        with st.spinner(f"{what}…"):
-            return get()
-    except ApiError as exc:
-        message = str(exc)
-        if _API_ANSWER.search(message):
-            st.error("The API could not answer this request.")
-            st.code(clean(message), language="text")
-        else:
-            st.error(message)
-        return None
 
 
 def _time(value: str | None) -> str:
@@ -188,7 +168,7 @@ def from_traces(traces: list[dict[str, Any]], bucket: str) -> dict[str, Any]:
 def user_detail(user_id: str, bucket: str) -> None:
     data: dict[str, Any] | None = None
     if path_safe(user_id):
-        data = fetch(lambda: client().get(f"/users/{quote(user_id, safe='')}", bucket=bucket), "Loading the user")
+        data = call(lambda: client().get(f"/users/{quote(user_id, safe='')}", bucket=bucket), "Loading the user")
         if data is None:
             return
     traces = user_traces(user_id)
