@@ -268,7 +268,7 @@ def create_app(settings: Settings, index: TraceIndex | None = None) -> FastAPI:
         """Sessions, most recently active first, with totals."""
         return people.list_sessions(state.index, caller, user=user, limit=limit, offset=offset)
 
-    @app.get("/sessions/{session_id}", tags=["sessions and users"])
+    @app.get("/sessions/{session_id:path}", tags=["sessions and users"])
     def session(caller: Caller, session_id: str) -> dict[str, Any]:
         """A session's traces in start order, with totals."""
         return people.get_session(state.index, caller, session_id)
@@ -282,7 +282,7 @@ def create_app(settings: Settings, index: TraceIndex | None = None) -> FastAPI:
         """Users by cost, with totals."""
         return people.list_users(state.index, caller, limit=limit, offset=offset)
 
-    @app.get("/users/{user_id}", tags=["sessions and users"])
+    @app.get("/users/{user_id:path}", tags=["sessions and users"])
     def user(
         caller: Caller,
         user_id: str,

@@ -563,3 +563,24 @@ def test_export_route_reimports_and_gives_an_eval_case(
         assert query(other, sql, params=[sc.ids["t1"]]) == query(collector, sql, params=[sc.ids["t1"]])
     finally:
         other.stop()
+
+
+def test_session_and_user_ids_with_slashes_are_addressable(tmp_path: Path) -> None:
+    """Agents use ids like 'tenant/42'; URL-encoded, they reach the session and user routes."""
+    import sdk_helpers as af
+
+    collector = start_collector(tmp_path / "data")
+    telemetry = af.configure(f"http://127.0.0.1:{collector.grpc_port}", service_name="slashes", set_global=False)
+    with af.user_session(user_id="acme/u 1", session_id="acme/s/7"), af.agent_run("a"):
+        pass
+    telemetry.shutdown()
+    collector.flush()
+    api = start_api(collector.settings)
+    try:
+        client = api.client()
+        assert client.get("/sessions/acme%2Fs%2F7").json()["session_id"] == "acme/s/7"
+        assert client.get("/users/acme%2Fu%201").json()["user_id"] == "acme/u 1"
+        assert client.get("/sessions/acme%2Fnone").status_code == 404
+    finally:
+        api.stop()
+        collector.stop()
