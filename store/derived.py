@@ -1,4 +1,4 @@
-"""Derived data files (per-trace summaries, counted usage rows, detector findings): where they live and how they are swapped.
+"""Derived data files (trace summaries, counted usage rows, findings): where they live and how they are swapped.
 
 Derived data is recomputable from the spans at any time (DESIGN, Storage); it is kept only to make listing
 fast. Each file is computed from one (project, date) partition of the span lake and named by a fingerprint
