@@ -63,7 +63,7 @@ def timeline(spans: list[dict[str, Any]], current: int) -> None:
             strokeWidth=alt.condition("datum.status == 'ok'", alt.value(0), alt.value(2)),
             tooltip=["step:Q", "label:N", "span_type:N", "status:N", "duration_ms:Q"],
         )
-        .properties(height=max(120, 16 * rows.height))
+        .properties(height=max(120, 22 * rows.height))  # 22 px a row keeps every label on the axis
     )
     st.altair_chart(chart, width="stretch")
 
@@ -91,12 +91,13 @@ def controls(spans: list[dict[str, Any]], findings: list[dict[str, Any]], key: s
 def step_detail(trace_id: str, span: dict[str, Any], spent: float, findings: list[dict[str, Any]]) -> None:
     st.subheader(f"Step: {span['span_type']}")
     st.text(render.clean(span["name"]))
-    cells = st.columns(4)
-    cells[0].metric("latency", f"{(span['duration_ms'] or 0):.1f} ms")
     own = span.get("own") or {}
-    cells[1].metric("tokens", f"{(own.get('input_tokens') or 0) + (own.get('output_tokens') or 0):,}")
-    cells[2].metric("cost", render.money(own.get("cost_usd")))
-    cells[3].metric("cost so far", render.money(spent))
+    is_model = span["span_type"] in ("llm", "embedding")
+    top, bottom = st.columns(2), st.columns(2)
+    top[0].metric("latency", f"{(span['duration_ms'] or 0):.1f} ms")
+    top[1].metric("tokens", f"{(own.get('input_tokens') or 0) + (own.get('output_tokens') or 0):,}")
+    bottom[0].metric("cost", render.money(own.get("cost_usd")) if is_model else "-")
+    bottom[1].metric("cost so far", render.money(spent))
     facts = {
         "status": span["status_code"], "model": span["response_model"] or span["request_model"],
         "provider": span["provider"], "tool": span["tool_name"], "agent": span["agent_name"],

@@ -9,6 +9,7 @@ import polars as pl
 import streamlit as st
 
 from ui.common import call, client, empty_state, param, set_params
+from ui.render import clean
 
 RANGES = {"last hour": 1, "last 24 hours": 24, "last 7 days": 24 * 7, "last 30 days": 24 * 30, "all time": None}
 FLAGS = ("", "error", "loop", "retry", "budget", "guardrail")
@@ -121,6 +122,19 @@ def main() -> None:
     rows = selection.selection.rows if selection is not None else []
     if rows:
         st.switch_page("views/replay.py", query_params={"trace_id": frame["trace_id"][rows[0]]})
+    # The same choice without a pointer on the grid (keyboard, screen readers, scripted browsers).
+    pick, go = st.columns([5, 1], vertical_alignment="bottom")
+    labels = {
+        t["trace_id"]: clean(
+            f"{t['start_time'][:19].replace('T', ' ')} · {t['user_id'] or '-'} · {t['root_name']}"
+            + (f" · {', '.join(t['flags'])}" if t["flags"] else "")
+            + (" · error" if t["error"] else "")
+        )
+        for t in traces
+    }
+    chosen = pick.selectbox("Open a trace", list(labels), format_func=labels.__getitem__, key="trace_pick")
+    if go.button("Open replay", key="trace_open") and chosen:
+        st.switch_page("views/replay.py", query_params={"trace_id": chosen})
     left, right = st.columns(2)
     if len(cursors) > 1 and left.button("← Newer"):
         cursors.pop()
