@@ -15,8 +15,15 @@ then 1–3 tool spans after every turn but the last), an optional guardrail; run
 sub-agent spans. A few traces have 2,000+ spans and one has 10,000. Models come from OpenAI, Anthropic and Google
 (dated response models), plus an unpriced `orbit-large-2` (cost NULL, `unknown_model`); costs are computed from the
 collector's own price table (`collector.pricing.Pricer`, probed once per model). ~1.2 % of llm calls fail with a
-RateLimitError, ~1.5 % of tool calls with a TimeoutError. Spans of a trace that starts before midnight and ends
-after it go to the next day's partition, as the collector partitions by span start.
+RateLimitError ("Error code: 429 - ..."; the next turn's call to the same model under the same parent reads as a
+retry to the detectors), ~1.5 % of tool calls with a TimeoutError. For the detectors (query/detect/), 3 % of traces
+are drawn to loop and those with 3+ tool calls (~2 % of all traces) do: their first 3–5 tool calls (across turns)
+are one tool called with identical arguments (and the same result).
+Spans of a trace that starts before midnight and ends after it go to the next day's partition, as the collector
+partitions by span start.
+
+The loop pattern draws from a random stream of its own (`Context.patterns`), so everything else a seed produces is as
+in generator version 1 (the query benchmark's figures up to 2026-11-21 were measured on version-1 lakes).
 
 A `lakegen.json` marker in `<out>` records what was generated; a second run with the same arguments reuses the lake.
 """
@@ -47,7 +54,7 @@ except ImportError:  # run as `python bench/lakegen.py`
     from store.schema import SPAN_SCHEMA
 
 MARKER = "lakegen.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: loop traces (LOOP_TRACE_SHARE) and "Error code: 429" in rate-limit errors
 PROJECT = "default"
 MS = 1_000_000  # ns
 NS_PER_DAY = 86_400 * 1_000_000_000
@@ -58,6 +65,9 @@ FRESH_PART_ROWS = 5_000
 N_USERS = 2_000
 MAX_TURNS = 18
 GROUP_TURNS = 6  # turns per sub-agent when a run has more than 8 turns
+LOOP_TRACE_SHARE = 0.03  # traces whose first 3-5 tool calls repeat one tool with identical arguments
+LOOP_CALLS = (3, 5)  # identical calls in a loop trace (inclusive; fewer if the trace has fewer tool calls)
+RATE_LIMIT_MESSAGE = "Error code: 429 - Rate limit reached; please retry after 20s"  # the OpenAI SDK's wording
 
 # (provider, request model, response model, weight, scope of the provider's instrumentation, server.address)
 MODELS: list[tuple[str, str, str, float]] = [
@@ -301,6 +311,7 @@ class Context:
     system_prompts: pa.Array  # one per agent
     resources: pa.Array  # one per (service, environment)
     received_base_ns: int
+    patterns: np.random.Generator  # detector patterns (loops) draw here, leaving `rng`'s stream as in version 1
 
 
 def make_context(seed: int) -> Context:
@@ -334,7 +345,8 @@ def make_context(seed: int) -> Context:
                     separators=(",", ":"),
                 )
             )
-    return Context(rng, text, probe_rates(), system_prompts, pa.array(resources), time.time_ns())
+    patterns = np.random.default_rng([seed, 0x100B])
+    return Context(rng, text, probe_rates(), system_prompts, pa.array(resources), time.time_ns(), patterns)
 
 
 # --- one batch of traces ----------------------------------------------------------------------------------------------
@@ -471,6 +483,16 @@ def build_batch(
     v_k = np.arange(len(v_turn)) - v_first[v_turn]
     v_tool = (rng.integers(0, len(TOOLS), len(v_turn)) + agent[t_trace][v_turn] * 3) % len(TOOLS)
     v_error = rng.random(len(v_turn)) < 0.015
+    # loop traces: the first few tool calls of the trace (across turns) become copies of its first one
+    v_trace = t_trace[v_turn]
+    v_trace_first = group_starts(v_trace, n)[v_trace]
+    v_in_trace = np.arange(len(v_turn)) - v_trace_first
+    looping = ctx.patterns.random(n) < LOOP_TRACE_SHARE
+    loop_calls = ctx.patterns.integers(LOOP_CALLS[0], LOOP_CALLS[1] + 1, n)
+    enough = np.bincount(v_trace, minlength=n) >= LOOP_CALLS[0]
+    looped = (looping & enough)[v_trace] & (v_in_trace < loop_calls[v_trace])
+    v_tool = np.where(looped, v_tool[v_trace_first], v_tool)
+    loop_source = pa.array(np.where(looped, v_trace_first, np.arange(len(v_turn))))
     v_dur = np.where(v_error, rng.integers(5000, 30000, len(v_turn)), rng.lognormal(5.3, 1.0, len(v_turn)))
     v_dur = (np.minimum(v_dur, 60_000) * MS).astype(np.int64)
     tools_block = np.bincount(v_turn, weights=v_dur + 3 * MS, minlength=n_turns).astype(np.int64)
@@ -570,7 +592,7 @@ def build_batch(
     )  # fmt: skip
     err_types = ("RateLimitError", "TimeoutError")
     err_msgs = (
-        "Rate limit reached for requests; please retry after 20s",
+        RATE_LIMIT_MESSAGE,
         "Tool call exceeded its 30 s deadline",
     )
     root_err_type_str = pc.if_else(pa.array(root_err), take(err_types, root_err_type), pa.nulls(n, pa.string()))
@@ -833,7 +855,7 @@ def build_batch(
     }
     exc_event = cat(
         '[{"name":"exception","time_unix_nano":', as_str(ts + llm_dur), ',"attributes":{"exception.type":'
-        '"RateLimitError","exception.message":"Rate limit reached for ', req_model,
+        '"RateLimitError","exception.message":"Error code: 429 - Rate limit reached for ', req_model,
         ' in organization org-acme on tokens per min (TPM): Limit 800000, Used 799412","exception.escaped":"False"}}]',
     )  # fmt: skip
     llm_common = {
@@ -855,10 +877,10 @@ def build_batch(
         "finish_reason": pc.if_else(err_mask, None, finish_str),
         "response_id": pc.if_else(err_mask, None, response_id),
         "error_type": pc.if_else(err_mask, "RateLimitError", None),
-        "error_message": pc.if_else(err_mask, "Rate limit reached; please retry after 20s", None),
+        "error_message": pc.if_else(err_mask, RATE_LIMIT_MESSAGE, None),
         "is_error": llm_error,
         "status_code": take(("UNSET", "ERROR"), llm_error.astype(np.int64)),
-        "status_message": pc.if_else(err_mask, "Rate limit reached; please retry after 20s", ""),
+        "status_message": pc.if_else(err_mask, RATE_LIMIT_MESSAGE, ""),
         "input_messages": input_messages,
         "output_messages": pc.if_else(err_mask, None, output_messages),
         "events": pc.if_else(err_mask, exc_event, "[]"),
@@ -951,6 +973,8 @@ def build_batch(
         result = cat(
             '{"status":"ok","items":[', pc.binary_join(pa.ListArray.from_arrays(item_offsets, items), ","), "]}"
         )
+        if looped.any():  # the same call again: same arguments, same answer
+            args, result = args.take(loop_source), result.take(loop_source)
         v_err = pa.array(v_error)
         v_seq = turn_seq0[v_turn] + gstart[v_turn] + wrap[v_turn] + 1 + v_k
         emit(
