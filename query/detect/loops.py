@@ -176,6 +176,32 @@ def find_cycles(labels: list[str], max_period: int, min_repeats: int) -> list[tu
     return found
 
 
+def _cycle_candidates(steps: pl.DataFrame, settings: LoopSettings) -> pl.DataFrame:
+    """The steps of traces that can hold a cycle, found in polars so Python walks only those: a run of
+    `period * (repeats - 1)` consecutive steps each equal to the step `period` before it, for some period.
+    (On a 440k-span partition the Python walk over every trace with 6+ steps took 2.6 s and found none.)"""
+    if steps.height == 0:
+        return steps
+    label = pl.when(pl.col("span_type") == "tool").then(pl.lit("tool:") + pl.col("tool_name"))
+    ordered = steps.sort("trace_id", "start_time_unix_nano", "span_id").with_columns(
+        label.otherwise(pl.lit("agent:") + pl.col("agent_name")).alias("_label")
+    )
+    candidates = []
+    for period in range(2, settings.cycle_max_period + 1):
+        same = (pl.col("_label") == pl.col("_label").shift(period).over("trace_id")).fill_null(False)
+        runs = (
+            ordered.select("trace_id", same.alias("_same"))
+            .with_columns((pl.col("_same") != pl.col("_same").shift(1).over("trace_id")).cum_sum().alias("_run"))
+            .filter(pl.col("_same"))
+            .group_by("trace_id", "_run")
+            .agg(pl.len().alias("_length"))
+            .filter(pl.col("_length") >= period * (settings.cycle_min_repeats - 1))
+        )
+        candidates.append(runs.select("trace_id"))
+    wanted = pl.concat(candidates).unique()
+    return ordered.drop("_label").join(wanted, on="trace_id", how="semi")
+
+
 def _cycles(
     ok: pl.DataFrame,
     model_calls: dict[str, list[tuple[int, int, str, int, float | None]]],
@@ -186,6 +212,7 @@ def _cycles(
         (pl.col("span_type") == "tool") & pl.col("tool_name").is_not_null()
         | (pl.col("span_type") == "agent") & pl.col("agent_name").is_not_null()
     ).filter(pl.len().over("trace_id") >= 2 * settings.cycle_min_repeats)
+    steps = _cycle_candidates(steps, settings)
     findings: list[Finding] = []
     for (trace_id,), group in steps.sort("start_time_unix_nano", "span_id").group_by("trace_id", maintain_order=True):
         rows = group.to_dicts()

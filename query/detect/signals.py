@@ -12,14 +12,16 @@ import re
 from typing import Any
 
 # Attribute keys whose presence makes a span's raw attributes worth reading (retry, guardrail, budget signals).
-_MARKERS = r"retry|resend_count|guard|threat|prompt_injection|tripwire|agentflight\.budget|content_filter"
+# Matched against keys only ("key": in the attributes JSON): the words in free-text values let 2.4x more spans
+# through to JSON parsing for nothing (measured on a 148k-span part: 8,271 vs 3,454).
+_MARKERS = r'"[^"]*(retry|resend_count|guard|threat|prompt_injection|tripwire|agentflight\.budget)[^"]*":'
 # Content acted on by a guardrail, or a refusal, is shown as evidence; a few KB is enough to recognise it.
 EVIDENCE_CHARS = 2000
 
 DETECT_SELECT = f"""
     status_code, status_message, error_type, error_message, finish_reason, tool_arguments,
     CASE WHEN span_type IN ('llm', 'embedding') AND input_messages IS NOT NULL
-              AND input_messages NOT IN ('', '[]') THEN md5(input_messages) END AS input_hash,
+              AND input_messages NOT IN ('', '[]') THEN hash(input_messages)::VARCHAR END AS input_hash,
     CASE WHEN is_error OR span_type = 'guardrail' OR regexp_matches(attributes, '{_MARKERS}')
          THEN attributes END AS signal_attributes,
     CASE WHEN is_error OR status_code = 'ERROR' OR span_type = 'guardrail' OR contains(events, 'guard')
@@ -28,7 +30,7 @@ DETECT_SELECT = f"""
     CASE WHEN span_type = 'guardrail' OR contains(output_messages, '"refusal"')
               OR contains(finish_reason, 'content_filter') THEN left(output_messages, {EVIDENCE_CHARS})
          END AS guarded_output,
-    CASE WHEN span_type = 'tool' AND contains(lower(tool_result), 'try again')
+    CASE WHEN span_type = 'tool' AND (contains(tool_result, 'try again') OR contains(tool_result, 'Try again'))
          THEN left(tool_result, {EVIDENCE_CHARS}) END AS retry_result"""
 
 DETECT_COLUMNS = (
