@@ -46,15 +46,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 try:
-    from store.lake import Lake
+    from store.lake import COMPACTED_ROW_GROUP_ROWS, Lake
     from store.schema import SPAN_SCHEMA
 except ImportError:  # run as `python bench/lakegen.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from store.lake import Lake
+    from store.lake import COMPACTED_ROW_GROUP_ROWS, Lake
     from store.schema import SPAN_SCHEMA
 
 MARKER = "lakegen.json"
-GENERATOR_VERSION = 2  # 2: loop traces (LOOP_TRACE_SHARE) and "Error code: 429" in rate-limit errors
+GENERATOR_VERSION = 3  # 2: loop traces and "Error code: 429" errors; 3: compacted parts in 4,096-row groups
 PROJECT = "default"
 MS = 1_000_000  # ns
 NS_PER_DAY = 86_400 * 1_000_000_000
@@ -1114,7 +1114,14 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
                 chunk_sorted = chunk.take(by_arrival)
                 fresh = chunk_sorted.slice(chunk.num_rows - FRESH_SPANS)
                 chunk = chunk_sorted.slice(0, chunk.num_rows - FRESH_SPANS)
-            lake.publish("spans", PROJECT, day.isoformat(), sort_compacted(chunk), {"generator": "bench.lakegen"})
+            lake.publish(
+                "spans",
+                PROJECT,
+                day.isoformat(),
+                sort_compacted(chunk),
+                {"generator": "bench.lakegen"},
+                row_group_rows=COMPACTED_ROW_GROUP_ROWS,
+            )
             parts += 1
             written += chunk.num_rows
         if fresh is not None:
@@ -1132,7 +1139,14 @@ def generate(args: argparse.Namespace) -> dict[str, Any]:
         for day_number in np.unique(day_numbers).tolist():
             part = spill.filter(pa.array(day_numbers == day_number))
             date = (dt.date(1970, 1, 1) + dt.timedelta(days=day_number)).isoformat()
-            lake.publish("spans", PROJECT, date, sort_compacted(part), {"generator": "bench.lakegen"})
+            lake.publish(
+                "spans",
+                PROJECT,
+                date,
+                sort_compacted(part),
+                {"generator": "bench.lakegen"},
+                row_group_rows=COMPACTED_ROW_GROUP_ROWS,
+            )
             parts += 1
             written += part.num_rows
     seconds = time.monotonic() - started

