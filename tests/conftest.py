@@ -22,6 +22,15 @@ TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now (for processes that take a port number, not port 0)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def start_collector(data_dir: Path, **overrides: Any) -> Collector:
     settings = Settings(data_dir=data_dir, grpc_port=0, http_port=0, **overrides)
     return Collector(settings, writer_settings=WriterSettings(flush_interval_seconds=0.2)).start()

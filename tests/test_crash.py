@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,19 +17,13 @@ import pytest
 
 from collector.wal import SIGNAL_TRACES, WalPosition, WalReader, WriteAheadLog, segment_path
 from store.views import connect
-from tests.conftest import REPO, grpc_export
+from tests.conftest import REPO, free_port, grpc_export
 from tests.test_bad_input import _request
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _Process:
     def __init__(self, data_dir: Path) -> None:
-        self.grpc_port, self.http_port = _free_port(), _free_port()
+        self.grpc_port, self.http_port = free_port(), free_port()
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
             [

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,17 +24,12 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 import sdk_helpers as af
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's chromium package (make test installs it)
 PAGES = ("traces", "replay", "flags", "costs", "sessions", "users", "sql")
 PATHS = {"traces": ""}  # the default page lives at the root
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Listener:
@@ -81,7 +75,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data = tmp_path_factory.mktemp("up") / "data"
-    ports = {name: _free_port() for name in ("grpc", "http", "api", "ui")}
+    ports = {name: free_port() for name in ("grpc", "http", "api", "ui")}
     command = [sys.executable, "-m", "collector.cli", "up", "--data-dir", str(data)]
     for name, port in ports.items():
         command += [f"--{name}-port", str(port)]

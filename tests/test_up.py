@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,17 +12,11 @@ import httpx
 
 from examples.scenarios import scenarios
 from store.views import connect
-from tests.conftest import REPO
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.conftest import REPO, free_port
 
 
 def test_up_serves_sample_traces_through_the_api(tmp_path: Path) -> None:
-    grpc_port, http_port, api_port, ui_port = _free_port(), _free_port(), _free_port(), _free_port()
+    grpc_port, http_port, api_port, ui_port = free_port(), free_port(), free_port(), free_port()
     command = [
         sys.executable, "-m", "collector.cli", "up", "--data-dir", str(tmp_path / "data"),
         "--grpc-port", str(grpc_port), "--http-port", str(http_port), "--api-port", str(api_port),

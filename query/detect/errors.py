@@ -16,7 +16,7 @@ import polars as pl
 
 from query.detect.config import DetectorConfig
 from query.detect.finding import Finding, frame
-from query.detect.signals import classify_error, exception_details, json_object
+from query.detect.signals import call_key, classify_error, exception_details, json_object
 
 _TRIPWIRE = "tripwire"
 MESSAGE_CHARS = 4000
@@ -54,7 +54,7 @@ def detect(spans: pl.DataFrame, config: DetectorConfig) -> pl.DataFrame:
 
 def _recovered(spans: pl.DataFrame) -> set[tuple[str, str]]:
     """Failed spans that a later sibling of the same type and model or tool did again successfully."""
-    key = pl.coalesce("request_model", "response_model", "tool_name", "name")
+    key = call_key()
     group = ["trace_id", "parent_span_id", "span_type", "_key"]
     siblings = spans.filter(pl.col("parent_span_id").is_not_null()).with_columns(key.alias("_key"))
     ok = pl.col("is_error").fill_null(False).not_()

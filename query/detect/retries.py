@@ -28,7 +28,7 @@ import polars as pl
 
 from query.detect.config import DetectorConfig
 from query.detect.finding import Finding, frame
-from query.detect.signals import NON_RETRYABLE, TRANSIENT, classify_error, json_object, number
+from query.detect.signals import NON_RETRYABLE, TRANSIENT, call_key, classify_error, json_object, number
 
 NS_PER_MS = 1_000_000
 _RETRY_PROMPT = "fix the errors and try again"  # Pydantic AI's RetryPromptPart text, sent back to the model
@@ -46,10 +46,6 @@ def detect(spans: pl.DataFrame, config: DetectorConfig) -> pl.DataFrame:
     return frame([*structural, *resends, *framework])
 
 
-def _key(span: dict[str, Any]) -> str:
-    return span["request_model"] or span["response_model"] or span["tool_name"] or span["name"] or ""
-
-
 def _end(span: dict[str, Any]) -> int:
     return int(span["end_time_unix_nano"] or span["start_time_unix_nano"])
 
@@ -62,7 +58,7 @@ def _error_of(span: dict[str, Any]) -> tuple[str, int | None]:
 
 def _structural(spans: pl.DataFrame, min_gap_ns: float) -> list[Finding]:
     # Candidates: groups of 2+ same-type siblings of which at least one failed.
-    key = pl.coalesce("request_model", "response_model", "tool_name", "name")
+    key = call_key()
     candidates = spans.filter(pl.col("parent_span_id").is_not_null()).with_columns(key.alias("_key"))
     candidates = candidates.filter(
         (pl.len().over("trace_id", "parent_span_id", "span_type", "_key") >= 2)
