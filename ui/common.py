@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -10,6 +11,8 @@ import streamlit as st
 from ui.client import ApiClient, ApiError
 
 T = TypeVar("T")
+
+RANGES = {"last hour": 1, "last 24 hours": 24, "last 7 days": 24 * 7, "last 30 days": 24 * 30, "all time": None}
 
 EMPTY_STATE = """No traces yet. Point an agent at the collector:
 
@@ -52,3 +55,11 @@ def set_params(values: dict[str, Any]) -> None:
     if wanted != current:
         st.query_params.clear()
         st.query_params.update(wanted)
+
+
+def since(label: str) -> str | None:
+    """The start of a RANGES choice as ISO 8601 (None for all time)."""
+    hours = RANGES.get(label)
+    if hours is None:
+        return None
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)).isoformat()

@@ -11,6 +11,7 @@ import json
 import re
 from typing import Any
 
+import polars as pl
 import streamlit as st
 
 # C0/C1 controls except tab and newline, and the Unicode bidi overrides/isolates (U+202A-202E, U+2066-2069).
@@ -74,3 +75,15 @@ def show_messages(messages: list[dict[str, Any]] | None, label: str) -> None:
 
 def money(value: float | None) -> str:
     return "unknown" if value is None else f"${value:,.6f}" if value < 1 else f"${value:,.2f}"
+
+
+def show_table(frame: pl.DataFrame, **options: Any) -> Any:
+    """st.dataframe with control characters (terminal escapes, bidi overrides) stripped from text cells and
+    from column names (a pivot makes columns of data)."""
+    text = [name for name, kind in frame.schema.items() if kind == pl.String]
+    if text:
+        frame = frame.with_columns(pl.col(text).map_elements(clean, return_dtype=pl.String))
+    names = {name: clean(name) for name in frame.columns}
+    if len(set(names.values())) == len(names):
+        frame = frame.rename(names)
+    return st.dataframe(frame, hide_index=True, **options)

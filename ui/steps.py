@@ -12,6 +12,7 @@ FLAG_ORDER = ("error", "loop", "retry", "budget", "guardrail")
 
 def cumulative_cost(spans: list[dict[str, Any]]) -> list[float]:
     """Cost spent by the time each step ended: own (counted) cost of every span that ended by then."""
+
     def end(span: dict[str, Any]) -> int:
         return int(span.get("end_time_unix_nano") or span.get("start_time_unix_nano") or 0)
 

@@ -7,17 +7,15 @@ from the data are shown only in tables and charts.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 from urllib.parse import quote
 
 import polars as pl
 import streamlit as st
 
-from ui.common import call, client, empty_state, param, set_params
-from ui.render import clean, money, show_text
+from ui.common import RANGES, call, client, empty_state, param, set_params, since
+from ui.render import money, show_table, show_text
 
-RANGES = {"last hour": 1, "last 24 hours": 24, "last 7 days": 24 * 7, "last 30 days": 24 * 30, "all time": None}
 # label shown -> the API's group_by
 BREAKDOWNS = {
     "model": "model",
@@ -35,25 +33,6 @@ CHART_GROUPS = 25  # the chart shows the most expensive groups; the table and th
 TOP = 10
 DEFAULT_SESSIONS_PER_DAY = 1000.0
 NONE_LABEL = "(none)"
-
-
-def show_table(frame: pl.DataFrame, **options: Any) -> Any:
-    """st.dataframe with control characters (terminal escapes, bidi overrides) stripped from text cells and
-    from column names (a pivot makes columns of data)."""
-    text = [name for name, kind in frame.schema.items() if kind == pl.String]
-    if text:
-        frame = frame.with_columns(pl.col(text).map_elements(clean, return_dtype=pl.String))
-    names = {name: clean(name) for name in frame.columns}
-    if len(set(names.values())) == len(names):
-        frame = frame.rename(names)
-    return st.dataframe(frame, hide_index=True, **options)
-
-
-def _since(label: str) -> str | None:
-    hours = RANGES.get(label)
-    if hours is None:
-        return None
-    return (dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)).isoformat()
 
 
 def _bucket(label: str) -> str:
@@ -299,8 +278,8 @@ def unit_economics(values: dict[str, Any], since: str | None) -> dict[str, Any] 
 
 def main() -> None:
     values = filters()
-    since = _since(values["range"])
-    data = breakdown(BREAKDOWNS[values["by"]], since)
+    start = since(values["range"])
+    data = breakdown(BREAKDOWNS[values["by"]], start)
     if data is None:
         return
     total = data["total"]
@@ -313,11 +292,11 @@ def main() -> None:
         return
     totals(total)
     show_breakdown(values["by"], data)
-    economics = unit_economics(values, since)
-    over_time(values, since)
-    top_users_and_sessions(since)
-    outliers(since, economics["avg_cost_per_trace_usd"] if economics else None)
-    tools_vs_models(since)
+    economics = unit_economics(values, start)
+    over_time(values, start)
+    top_users_and_sessions(start)
+    outliers(start, economics["avg_cost_per_trace_usd"] if economics else None)
+    tools_vs_models(start)
 
 
 main()

@@ -7,40 +7,19 @@ Messages and evidence are data: they are shown in tables, as text and as JSON, n
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 from urllib.parse import quote
 
 import polars as pl
 import streamlit as st
 
-from ui.common import call, client, empty_state, param, set_params
-from ui.render import clean, money, show_json, show_text
+from ui.common import RANGES, call, client, empty_state, param, set_params, since
+from ui.render import money, show_json, show_table, show_text
 
-RANGES = {"last hour": 1, "last 24 hours": 24, "last 7 days": 24 * 7, "last 30 days": 24 * 30, "all time": None}
 KINDS = ("loop", "retry", "budget", "guardrail", "error")
 SEVERITIES = ("error", "warning", "info")
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 LIMIT = 500  # the API's page size limit; narrower filters reach older findings
-
-
-def show_table(frame: pl.DataFrame, **options: Any) -> Any:
-    """st.dataframe with control characters (terminal escapes, bidi overrides) stripped from text cells and
-    from column names (a pivot makes columns of data)."""
-    text = [name for name, kind in frame.schema.items() if kind == pl.String]
-    if text:
-        frame = frame.with_columns(pl.col(text).map_elements(clean, return_dtype=pl.String))
-    names = {name: clean(name) for name in frame.columns}
-    if len(set(names.values())) == len(names):
-        frame = frame.rename(names)
-    return st.dataframe(frame, hide_index=True, **options)
-
-
-def _since(label: str) -> str | None:
-    hours = RANGES.get(label)
-    if hours is None:
-        return None
-    return (dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)).isoformat()
 
 
 def _chosen(name: str, allowed: tuple[str, ...]) -> list[str]:
@@ -77,7 +56,7 @@ def filters() -> dict[str, Any]:
 
 def _query(values: dict[str, Any]) -> dict[str, Any]:
     return {
-        "from": _since(values["range"]),
+        "from": since(values["range"]),
         "kind": ",".join(values["kind"]),
         "severity": ",".join(values["severity"]),
     }

@@ -15,24 +15,12 @@ import polars as pl
 import streamlit as st
 
 from ui.common import call, client, empty_state, param, set_params
-from ui.render import clean, money, show_text
+from ui.render import money, show_table, show_text
 
 T = TypeVar("T")
 LIST_LIMIT = 200
 MAX_TRACES = 1000  # as GET /sessions/{id}
 TURNS = 20  # requests shown with their messages; the table lists every one
-
-
-def show_table(frame: pl.DataFrame, **options: Any) -> Any:
-    """st.dataframe with control characters (terminal escapes, bidi overrides) stripped from text cells and
-    from column names (a pivot makes columns of data)."""
-    text = [name for name, kind in frame.schema.items() if kind == pl.String]
-    if text:
-        frame = frame.with_columns(pl.col(text).map_elements(clean, return_dtype=pl.String))
-    names = {name: clean(name) for name in frame.columns}
-    if len(set(names.values())) == len(names):
-        frame = frame.rename(names)
-    return st.dataframe(frame, hide_index=True, **options)
 
 
 def _time(value: str | None) -> str:

@@ -15,7 +15,7 @@ import streamlit as st
 
 from ui.client import ApiError
 from ui.common import call, client, empty_state
-from ui.render import clean
+from ui.render import clean, show_table
 
 # From README "Example queries".
 EXAMPLES = {
@@ -35,18 +35,6 @@ FROM spans WHERE cost_status = 'unknown_model' GROUP BY ALL""",
 SELECT tool_name, (end_time_unix_nano - start_time_unix_nano) / 1e6 AS duration_ms, trace_id
 FROM spans WHERE span_type = 'tool' ORDER BY duration_ms DESC LIMIT 20""",
 }
-
-
-def show_table(frame: pl.DataFrame, **options: Any) -> Any:
-    """st.dataframe with control characters (terminal escapes, bidi overrides) stripped from text cells and
-    from column names (a pivot makes columns of data)."""
-    text = [name for name, kind in frame.schema.items() if kind == pl.String]
-    if text:
-        frame = frame.with_columns(pl.col(text).map_elements(clean, return_dtype=pl.String))
-    names = {name: clean(name) for name in frame.columns}
-    if len(set(names.values())) == len(names):
-        frame = frame.rename(names)
-    return st.dataframe(frame, hide_index=True, **options)
 
 
 def _use_example() -> None:

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import polars as pl
 import streamlit as st
 
-from ui.common import call, client, empty_state, param, set_params
+from ui.common import RANGES, call, client, empty_state, param, set_params, since
 from ui.render import clean
 
-RANGES = {"last hour": 1, "last 24 hours": 24, "last 7 days": 24 * 7, "last 30 days": 24 * 30, "all time": None}
 FLAGS = ("", "error", "loop", "retry", "budget", "guardrail")
 SORTS = ("start", "cost", "duration", "tokens", "spans")
 PAGE_SIZE = 100
-
-
-def _since(label: str) -> str | None:
-    hours = RANGES.get(label)
-    if hours is None:
-        return None
-    return (dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)).isoformat()
 
 
 def filters() -> dict[str, Any]:
@@ -59,7 +50,7 @@ def filters() -> dict[str, Any]:
 
 def query(values: dict[str, Any], cursor: str | None) -> dict[str, Any] | None:
     params = {k: values[k] for k in ("q", "user", "session", "flag", "model", "agent", "tool", "status", "sort")}
-    params["from"] = _since(values["range"])
+    params["from"] = since(values["range"])
     if values["min_cost"]:
         params["min_cost"] = values["min_cost"]
     return call(lambda: client().get("/traces", limit=PAGE_SIZE, cursor=cursor, **params), "Loading traces")

@@ -16,7 +16,7 @@ import polars as pl
 import streamlit as st
 
 from ui.common import call, client, empty_state, param, set_params
-from ui.render import clean, money, show_text
+from ui.render import money, show_table, show_text
 
 T = TypeVar("T")
 LIST_LIMIT = 200
@@ -24,18 +24,6 @@ CHART_USERS = 20
 TRACE_PAGES = 10  # flags over time read the user's trace list, 500 a page
 BUCKETS = ("day", "hour")
 MONEY_COLUMN = st.column_config.NumberColumn("cost (USD)", format="%.6f")
-
-
-def show_table(frame: pl.DataFrame, **options: Any) -> Any:
-    """st.dataframe with control characters (terminal escapes, bidi overrides) stripped from text cells and
-    from column names (a pivot makes columns of data)."""
-    text = [name for name, kind in frame.schema.items() if kind == pl.String]
-    if text:
-        frame = frame.with_columns(pl.col(text).map_elements(clean, return_dtype=pl.String))
-    names = {name: clean(name) for name in frame.columns}
-    if len(set(names.values())) == len(names):
-        frame = frame.rename(names)
-    return st.dataframe(frame, hide_index=True, **options)
 
 
 def _time(value: str | None) -> str:
