@@ -83,6 +83,17 @@ SELECT project, trace_id,
 FROM trace_rows"""
 
 
+def _remerge_touched(con: duckdb.DuckDBPyConnection, project: str) -> None:
+    """Rebuild the merged rows of the traces listed in the temp table `touched` from their partition rows."""
+    con.execute("DELETE FROM traces WHERE project = ? AND trace_id IN (SELECT trace_id FROM touched)", [project])
+    con.execute(
+        f"""INSERT INTO traces {_MERGE_SELECT}
+            WHERE project = ? AND trace_id IN (SELECT DISTINCT trace_id FROM touched)
+            GROUP BY project, trace_id""",
+        [project],
+    )
+
+
 class TraceIndex:
     """Thread-safe; one per API process. Reads use `cursor()`; `refresh` serialises rebuilds."""
 
@@ -243,15 +254,7 @@ class TraceIndex:
                 con.execute(f"INSERT INTO trace_rows SELECT ?, ?, {names} FROM incoming", [project, date])
                 con.execute("INSERT INTO touched SELECT trace_id FROM incoming")
                 con.unregister("incoming")
-            con.execute(
-                "DELETE FROM traces WHERE project = ? AND trace_id IN (SELECT trace_id FROM touched)", [project]
-            )
-            con.execute(
-                f"""INSERT INTO traces {_MERGE_SELECT}
-                    WHERE project = ? AND trace_id IN (SELECT DISTINCT trace_id FROM touched)
-                    GROUP BY project, trace_id""",
-                [project],
-            )
+            _remerge_touched(con, project)
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
@@ -285,15 +288,7 @@ class TraceIndex:
                 con.execute("INSERT INTO touched SELECT trace_id FROM incoming_findings")
                 con.unregister("incoming_findings")
             # Re-merge the traces that gained or lost a scope finding, then add the budget flag where due.
-            con.execute(
-                "DELETE FROM traces WHERE project = ? AND trace_id IN (SELECT trace_id FROM touched)", [project]
-            )
-            con.execute(
-                f"""INSERT INTO traces {_MERGE_SELECT}
-                    WHERE project = ? AND trace_id IN (SELECT DISTINCT trace_id FROM touched)
-                    GROUP BY project, trace_id""",
-                [project],
-            )
+            _remerge_touched(con, project)
             con.execute(
                 """UPDATE traces SET flags = list_sort(list_distinct(list_append(flags, 'budget'))),
                           finding_count = finding_count + s.n
