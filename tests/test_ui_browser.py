@@ -180,7 +180,7 @@ def test_an_injection_corpus_runs_nothing_and_fetches_nothing(stack: Stack, page
         page.goto(f"{stack.ui}/{path}")
         _settled(page)
         if path.startswith("replay"):
-            for _ in range(3):  # step through the hostile agent, model call and tool
+            for _ in range(2):  # from the hostile agent step to its model call and its tool (3 steps)
                 page.get_by_role("button", name="Next ▶").click()
                 _settled(page)
             page.get_by_text("window.__pwned=1", exact=False).first.wait_for(timeout=60_000)
