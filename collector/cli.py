@@ -40,6 +40,8 @@ _COMMON_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--sql-timeout-seconds", {"help": "POST /sql: longest a query runs (default 10)"}),
     ("--sql-max-rows", {"help": "POST /sql: most rows a result may have (default 10000)"}),
     ("--sql-memory-limit-mb", {"help": "POST /sql: DuckDB memory per query in MiB (default 1024)"}),
+    ("--tls-cert-file", {"help": "PEM certificate chain: the OTLP receivers accept TLS only (with --tls-key-file)"}),
+    ("--tls-key-file", {"help": "PEM private key of --tls-cert-file"}),
 ]
 
 

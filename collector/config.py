@@ -40,6 +40,8 @@ class Settings:
     sql_timeout_seconds: float = 10.0  # POST /sql: longest a query runs before 408
     sql_max_rows: int = 10_000  # POST /sql: largest result before 413 (aggregate or add a LIMIT)
     sql_memory_limit_mb: int = 1024  # POST /sql: DuckDB memory per query before 413
+    tls_cert_file: Path | None = None  # with tls_key_file: both OTLP receivers speak TLS only
+    tls_key_file: Path | None = None
 
     @property
     def lake_dir(self) -> Path:
@@ -57,6 +59,13 @@ class Settings:
     def prices_dir(self) -> Path:
         """Per-project price overrides: <data-dir>/prices/<project>.toml."""
         return self.data_dir / "prices"
+
+    @property
+    def tls(self) -> tuple[bytes, bytes] | None:
+        """(certificate chain, private key) as PEM bytes when TLS is configured."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return self.tls_cert_file.read_bytes(), self.tls_key_file.read_bytes()
 
     @property
     def detectors_dir(self) -> Path:
@@ -94,6 +103,17 @@ def _bool(value: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _readable_file(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise ValueError("no such file")
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot be read ({exc.strerror})") from None
+    return path
+
+
 def _log_level(value: str) -> str:
     upper = value.upper()
     if upper not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -120,6 +140,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "sql_timeout_seconds": _positive_float,
     "sql_max_rows": _positive_int,
     "sql_memory_limit_mb": _positive_int,
+    "tls_cert_file": _readable_file,
+    "tls_key_file": _readable_file,
 }
 
 
@@ -143,6 +165,9 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = 
             values[name] = parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{origin}={raw!r}: {exc}") from None
+    if ("tls_cert_file" in values) != ("tls_key_file" in values):
+        missing = "tls_key_file" if "tls_cert_file" in values else "tls_cert_file"
+        raise ConfigError(f"--{missing.replace('_', '-')} ({env_name(missing)}) is needed too: TLS takes both files")
     return Settings(**values)
 
 

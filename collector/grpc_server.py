@@ -107,9 +107,16 @@ class _Handler(grpc.GenericRpcHandler):
 
 
 def start_grpc_server(
-    ingestor: Ingestor, host: str, port: int, *, max_request_bytes: int, workers: int = 16
+    ingestor: Ingestor,
+    host: str,
+    port: int,
+    *,
+    max_request_bytes: int,
+    workers: int = 16,
+    tls: tuple[bytes, bytes] | None = None,
 ) -> tuple[grpc.Server, int]:
-    """Start the receiver; returns the server and the bound port (port 0 picks a free one)."""
+    """Start the receiver; returns the server and the bound port (port 0 picks a free one). With `tls`
+    (certificate chain, private key; PEM) it accepts TLS connections only."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
         handlers=[_Handler(ingestor)],
@@ -119,9 +126,13 @@ def start_grpc_server(
         ],
         maximum_concurrent_rpcs=workers * 8,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if tls is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:
+        chain, key = tls
+        bound = server.add_secure_port(f"{host}:{port}", grpc.ssl_server_credentials([(key, chain)]))
     if bound == 0:
         raise OSError(f"cannot bind the OTLP gRPC receiver to {host}:{port}")
     server.start()
-    log.info("OTLP gRPC receiver on %s:%d", host, bound)
+    log.info("OTLP gRPC receiver on %s:%d%s", host, bound, " (TLS)" if tls else "")
     return server, bound

@@ -71,18 +71,28 @@ class Collector:
         )
         self.writer.start()
         self._grpc, self.grpc_port = start_grpc_server(
-            self.ingestor, s.host, s.grpc_port, max_request_bytes=s.max_request_bytes
+            self.ingestor, s.host, s.grpc_port, max_request_bytes=s.max_request_bytes, tls=s.tls
         )
         sock = bind_socket(s.host, s.http_port)
         self.http_port = sock.getsockname()[1]
         app = build_http_app(self.ingestor, self.metrics.snapshot)
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=30,
+            ssl_certfile=str(s.tls_cert_file) if s.tls_cert_file else None,
+            ssl_keyfile=str(s.tls_key_file) if s.tls_key_file else None,
+        )
         self._http = uvicorn.Server(config)
         self._http_thread = threading.Thread(
             target=lambda: asyncio.run(self._http.serve(sockets=[sock])), name="otlp-http", daemon=True
         )
         self._http_thread.start()
-        log.info("OTLP HTTP receiver on %s:%d; lake at %s", s.host, self.http_port, s.lake_dir)
+        log.info(
+            "OTLP HTTP receiver on %s:%d%s; lake at %s", s.host, self.http_port, " (TLS)" if s.tls else "", s.lake_dir
+        )
         self._stop_reporting = threading.Event()
         threading.Thread(target=self._report, name="ingest-report", daemon=True).start()
         return self
