@@ -191,3 +191,59 @@ def test_reader_skips_unwanted_records_that_were_incomplete_when_it_looked(
     reader = WalReader(tmp_path, WalPosition(0, 0))
     bodies = [record.body for _, record in reader.read_available(want=lambda sequence: sequence == 0)]
     assert bodies == [b"payload-0"]
+
+
+KILLS = int(os.environ.get("AGENTFLIGHT_CRASH_KILLS", "3"))  # the issue's 10: AGENTFLIGHT_CRASH_KILLS=10
+
+
+def test_repeated_sigkills_under_load_lose_nothing_and_duplicates_vanish_on_read(tmp_path: Path) -> None:
+    """KILLS random SIGKILLs while a retrying client exports: every batch lands once on read. The client
+    resends what was not acknowledged when the collector died (as OTLP exporters do), so a batch the WAL kept
+    but never acknowledged arrives twice: stored twice, read once."""
+    import random
+
+    data = tmp_path / "data"
+    rng = random.Random(11)
+    pending: list[int] = []  # sent, not acknowledged
+    acked: set[int] = set()
+    next_batch = 0
+    for _ in range(KILLS):
+        process = _Process(data)
+        stop = threading.Event()
+
+        def client(port: int = process.grpc_port, stop: threading.Event = stop) -> None:
+            nonlocal next_batch
+            while not stop.is_set():
+                if not pending:
+                    next_batch += 1
+                    pending.append(next_batch)
+                batch = pending[0]
+                body = _request([f"b{batch}-s{i}" for i in range(50)], trace_id=batch.to_bytes(16, "big"))
+                try:
+                    grpc_export(port, body.SerializeToString())
+                except grpc.RpcError:
+                    return  # the collector died; the batch stays pending for the next one
+                acked.add(pending.pop(0))
+
+        sender = threading.Thread(target=client)
+        sender.start()
+        time.sleep(rng.uniform(0.3, 2.0))  # let it take load for a random while, then kill it mid-stream
+        process.proc.send_signal(signal.SIGKILL)
+        process.proc.wait()
+        stop.set()
+        sender.join()
+    last = _Process(data)  # replays every WAL tail, then takes the resends
+    for batch in list(pending):
+        grpc_export(
+            last.grpc_port,
+            _request([f"b{batch}-s{i}" for i in range(50)], trace_id=batch.to_bytes(16, "big")).SerializeToString(),
+        )
+        acked.add(batch)
+    last.proc.send_signal(signal.SIGTERM)
+    assert last.proc.wait(timeout=60) == 0
+    assert len(acked) > KILLS * 5, "too little load between kills to prove anything"
+    con = connect(data / "lake")
+    stored = {row[0] for row in con.execute("SELECT DISTINCT trace_id FROM spans").fetchall()}
+    assert {b.to_bytes(16, "big").hex() for b in acked} <= stored
+    distinct, rows = con.execute("SELECT count(*), (SELECT count(*) FROM spans_raw) FROM spans").fetchone() or (0, 0)
+    assert distinct == len(stored) * 50 and rows >= distinct  # read once, whatever was stored twice
