@@ -9,7 +9,7 @@ $(BIN)/agentflight: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: install up test lint bench chromium
+.PHONY: install up test lint bench chromium reliability
 install: $(BIN)/agentflight
 
 up: install
@@ -32,3 +32,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/ingest.py
+
+# The reliability and security checks at the issue's full size (10 SIGKILLs, 10,000 fuzzed requests), as a table.
+reliability: install chromium
+	$(BIN)/python -m bench.reliability
