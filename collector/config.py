@@ -61,6 +61,11 @@ class Settings:
         return self.data_dir / "prices"
 
     @property
+    def redaction_dir(self) -> Path:
+        """Per-project redaction, applied before the WAL: <data-dir>/redaction/<project>.toml."""
+        return self.data_dir / "redaction"
+
+    @property
     def tls(self) -> tuple[bytes, bytes] | None:
         """(certificate chain, private key) as PEM bytes when TLS is configured."""
         if self.tls_cert_file is None or self.tls_key_file is None:

@@ -143,7 +143,7 @@ def build_http_app(ingestor: Ingestor, health: Callable[[], dict[str, object]]) 
                 outcome = ingestor.finish("http", signal, Outcome(Status.INVALID, str(exc)))
                 return _error(outcome.status, outcome.message, media)
             try:
-                admitted = await asyncio.to_thread(ingestor.admit, signal, body, media)
+                admitted = await asyncio.to_thread(ingestor.admit, signal, body, media, project)
             except (UndecodableRequest, OtlpJsonError) as exc:
                 outcome = ingestor.finish("http", signal, Outcome(Status.INVALID, str(exc)))
                 return _error(outcome.status, outcome.message, media)

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -28,6 +28,7 @@ from collector.admission import (
 )
 from collector.metrics import IngestMetrics
 from collector.otlp_json import OtlpJsonError, logs_from_json, traces_from_json
+from collector.redaction import Redactor
 from collector.wal import SIGNAL_LOGS, SIGNAL_TRACES, WalPosition, WriteAheadLog
 from store.keys import KeyRing
 
@@ -75,6 +76,7 @@ class Ingestor:
         max_inflight_bytes: int,
         max_wal_backlog_bytes: int,
         backlog_bytes: Callable[[], int] | None = None,
+        redactors: Mapping[str, Redactor] | None = None,
     ) -> None:
         self.wal = wal
         self.keys = keys
@@ -83,6 +85,7 @@ class Ingestor:
         self.max_inflight_bytes = max_inflight_bytes
         self.max_wal_backlog_bytes = max_wal_backlog_bytes
         self._backlog_bytes = backlog_bytes or (lambda: 0)
+        self.redactors: Mapping[str, Redactor] = redactors or {}  # by project; others take the fast path
         self._inflight = 0
         self._lock = threading.Lock()
 
@@ -109,8 +112,20 @@ class Ingestor:
         with self._lock:
             self._inflight -= size
 
-    def admit(self, signal: str, body: bytes, content_type: str) -> Admitted:
-        """Parse and check (raises UndecodableRequest / OtlpJsonError for a body that is not OTLP)."""
+    def admit(self, signal: str, body: bytes, content_type: str, project: str | None = None) -> Admitted:
+        """Parse, check and, when ``project`` has a redaction config, redact: the WAL never sees the originals.
+
+        Raises UndecodableRequest / OtlpJsonError for a body that is not OTLP."""
+        admitted = self._admit(signal, body, content_type)
+        redactor = self.redactors.get(project) if project is not None else None
+        if redactor is None or admitted.accepted == 0:
+            return admitted
+        wal_bytes, counts = redactor.redact(signal, admitted.wal_bytes)
+        if counts:
+            self.metrics.count_redactions(counts)
+        return Admitted(wal_bytes, admitted.accepted, admitted.rejected)
+
+    def _admit(self, signal: str, body: bytes, content_type: str) -> Admitted:
         if content_type == "json":
             if signal == "traces":
                 trace_request: ExportTraceServiceRequest
@@ -130,7 +145,7 @@ class Ingestor:
     def export(self, transport: str, signal: str, project: str, body: bytes, content_type: str) -> Outcome:
         """The whole synchronous path after authentication and reservation (used by gRPC threads)."""
         try:
-            admitted = self.admit(signal, body, content_type)
+            admitted = self.admit(signal, body, content_type, project)
         except (UndecodableRequest, OtlpJsonError) as exc:
             return self.finish(transport, signal, Outcome(Status.INVALID, str(exc)))
         future = self.log_admitted(signal, project, admitted)

@@ -43,6 +43,7 @@ class IngestMetrics(WriterCounters):
     logs_rejected: Counter[str] = field(default_factory=Counter)
     requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (transport, signal, outcome)
     wal_quarantined_records: int = 0
+    redactions: Counter[str] = field(default_factory=Counter)  # values masked by rule name, plus drop_keys
     started_unix: float = field(default_factory=time.time)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Gauges read live when rendered: WAL depth in bytes, and the age of the oldest unpublished record.
@@ -61,6 +62,10 @@ class IngestMetrics(WriterCounters):
             else:
                 self.logs_accepted += accepted
                 self.logs_rejected.update(rejected)
+
+    def count_redactions(self, counts: Counter[str]) -> None:
+        with self.lock:
+            self.redactions.update(counts)
 
     def snapshot(self) -> dict[str, object]:
         with self.lock:
@@ -81,6 +86,7 @@ class IngestMetrics(WriterCounters):
                 "parts_published": self.parts_published,
                 "parts_compacted": self.parts_compacted,
                 "wal_quarantined_records": self.wal_quarantined_records,
+                "redactions": dict(self.redactions),
                 "wal_depth_bytes": self.wal_depth_bytes(),
                 "flush_lag_seconds": round(self.flush_lag_seconds(), 3),
                 "uptime_seconds": round(time.time() - self.started_unix, 1),
@@ -156,6 +162,12 @@ class IngestMetrics(WriterCounters):
                     "Model spans whose model has no price.",
                     "model",
                     dict(self.unknown_price_models),
+                ),
+                (
+                    "redactions_total",
+                    "Values masked or hashed before the WAL, by rule; dropped attributes as drop_keys.",
+                    "rule",
+                    dict(self.redactions),
                 ),
             ]
             requests = dict(self.requests)

@@ -19,6 +19,7 @@ from collector.http_server import build_http_app
 from collector.ingest import Ingestor
 from collector.metrics import IngestMetrics
 from collector.price_overrides import load_overrides
+from collector.redaction import load_redaction_dir
 from collector.wal import WriteAheadLog
 from collector.writer_pool import WriterPool
 from store.keys import KeyRing
@@ -54,6 +55,9 @@ class Collector:
         self.keys = KeyRing(s.keys_path)
         for path in sorted(s.prices_dir.glob("*.toml")):
             load_overrides(path)  # a bad price-override file stops start-up here, naming the file
+        redactors = load_redaction_dir(s.redaction_dir)  # likewise a bad redaction file
+        if redactors:
+            log.info("redaction before the WAL for project(s): %s", ", ".join(sorted(redactors)))
         writer_settings = self.writer_settings or WriterSettings(
             flush_interval_seconds=s.flush_interval_seconds,
             retention_days=s.retention_days,
@@ -68,6 +72,7 @@ class Collector:
             max_inflight_bytes=s.max_inflight_bytes,
             max_wal_backlog_bytes=s.max_wal_backlog_bytes,
             backlog_bytes=self.writer.backlog_bytes,
+            redactors=redactors,
         )
         self.writer.start()
         self._grpc, self.grpc_port = start_grpc_server(
