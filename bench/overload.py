@@ -57,7 +57,7 @@ def build(index: int) -> bytes:
 
 
 def _retry_delay(error: grpc.RpcError) -> float:
-    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+    for key, value in error.trailing_metadata() or ():
         if key == "grpc-status-details-bin":
             from google.rpc import error_details_pb2, status_pb2
 
@@ -139,7 +139,7 @@ def main() -> int:
                         with lock:
                             accepted += 1
                     except grpc.RpcError as error:
-                        if error.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                        if error.code() != grpc.StatusCode.UNAVAILABLE:
                             raise
                         with lock:
                             refused += 1
