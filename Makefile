@@ -33,6 +33,6 @@ lint: install
 bench: install
 	$(BIN)/python bench/ingest.py
 
-# The reliability and security checks at the issue's full size (10 SIGKILLs, 10,000 fuzzed requests), as a table.
+# The reliability and security checks at full size (10 SIGKILLs, 10,000 fuzzed requests, 3x overload, 10-minute soak), as a table.
 reliability: install chromium
 	$(BIN)/python -m bench.reliability
