@@ -233,14 +233,14 @@ def test_repeated_sigkills_under_load_lose_nothing_and_duplicates_vanish_on_read
         stop.set()
         sender.join()
     last = _Process(data)  # replays every WAL tail, then takes the resends
-    for batch in list(pending):
-        grpc_export(
-            last.grpc_port,
-            _request([f"b{batch}-s{i}" for i in range(50)], trace_id=batch.to_bytes(16, "big")).SerializeToString(),
-        )
-        acked.add(batch)
-    last.proc.send_signal(signal.SIGTERM)
-    assert last.proc.wait(timeout=60) == 0
+    try:
+        for batch in list(pending):
+            body = _request([f"b{batch}-s{i}" for i in range(50)], trace_id=batch.to_bytes(16, "big"))
+            grpc_export(last.grpc_port, body.SerializeToString())
+            acked.add(batch)
+    finally:  # a failed resend must not leave a collector running
+        last.proc.send_signal(signal.SIGTERM)
+        assert last.proc.wait(timeout=60) == 0
     assert len(acked) > KILLS * 5, "too little load between kills to prove anything"
     con = connect(data / "lake")
     stored = {row[0] for row in con.execute("SELECT DISTINCT trace_id FROM spans").fetchall()}
