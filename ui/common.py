@@ -43,6 +43,20 @@ def empty_state() -> None:
     st.code(EMPTY_STATE, language="text")
 
 
+def nothing_found(reason: str, *, good_news: bool = False) -> None:
+    """An empty answer: the how-to-send empty state when the project has no traces at all, else `reason`
+    (a fixed sentence of ours: st.info and st.success render Markdown)."""
+    anything = call(lambda: client().get("/traces", limit=1), "Looking for traces")
+    if anything is None:
+        return
+    if not anything["traces"]:
+        empty_state()
+    elif good_news:
+        st.success(reason)
+    else:
+        st.info(reason)
+
+
 def param(name: str, default: str = "") -> str:
     value = st.query_params.get(name)
     return value if isinstance(value, str) else default

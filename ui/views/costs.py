@@ -13,7 +13,7 @@ from urllib.parse import quote
 import polars as pl
 import streamlit as st
 
-from ui.common import RANGES, call, client, empty_state, param, set_params, since
+from ui.common import RANGES, call, client, nothing_found, param, set_params, since
 from ui.render import money, show_table, show_text
 
 # label shown -> the API's group_by
@@ -284,11 +284,7 @@ def main() -> None:
         return
     total = data["total"]
     if not total["spans"]:
-        anything = call(lambda: client().get("/traces", limit=1), "Looking for traces")
-        if anything is not None and not anything["traces"]:
-            empty_state()
-        elif anything is not None:
-            st.info("No model calls in this time range.")
+        nothing_found("No model calls in this time range.")
         return
     totals(total)
     show_breakdown(values["by"], data)

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import polars as pl
 import streamlit as st
 
-from ui.common import RANGES, call, client, empty_state, param, set_params, since
+from ui.common import RANGES, call, client, nothing_found, param, set_params, since
 from ui.render import money, show_json, show_table, show_text
 
 KINDS = ("loop", "retry", "budget", "guardrail", "error")
@@ -177,11 +177,7 @@ def main() -> None:
         return
     findings: list[dict[str, Any]] = page["findings"]
     if not findings:
-        anything = call(lambda: client().get("/traces", limit=1), "Looking for traces")
-        if anything is not None and not anything["traces"]:
-            empty_state()
-        elif anything is not None:
-            st.success("Nothing flagged with these filters.")
+        nothing_found("Nothing flagged with these filters.", good_news=True)
         return
     st.subheader("Findings")
     more = " (the newest; narrow the filters to reach older ones)" if page.get("next_cursor") else ""

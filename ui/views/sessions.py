@@ -14,7 +14,7 @@ from urllib.parse import quote
 import polars as pl
 import streamlit as st
 
-from ui.common import call, client, empty_state, param, set_params
+from ui.common import call, client, nothing_found, param, set_params
 from ui.render import money, show_table, show_text
 
 T = TypeVar("T")
@@ -44,15 +44,11 @@ def session_list(user: str) -> list[dict[str, Any]] | None:
         if user:
             st.info("This user has no sessions.")
             return []
-        anything = call(lambda: client().get("/traces", limit=1), "Looking for traces")
-        if anything is not None and not anything["traces"]:
-            empty_state()
-        elif anything is not None:
-            st.info(
-                "No request carries a session id yet. Send one with "
-                "`sdk_helpers.user_session(user_id=..., session_id=...)` or the `session.id` / "
-                "`gen_ai.conversation.id` span attribute."
-            )
+        nothing_found(
+            "No request carries a session id yet. Send one with "
+            "`sdk_helpers.user_session(user_id=..., session_id=...)` or the `session.id` / "
+            "`gen_ai.conversation.id` span attribute."
+        )
         return []
     frame = pl.DataFrame(
         [

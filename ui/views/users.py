@@ -15,7 +15,7 @@ from urllib.parse import quote
 import polars as pl
 import streamlit as st
 
-from ui.common import call, client, empty_state, param, set_params
+from ui.common import call, client, nothing_found, param, set_params
 from ui.render import money, show_table, show_text
 
 T = TypeVar("T")
@@ -44,14 +44,10 @@ def user_list() -> list[dict[str, Any]] | None:
         return None
     users: list[dict[str, Any]] = data["users"]
     if not users:
-        anything = call(lambda: client().get("/traces", limit=1), "Looking for traces")
-        if anything is not None and not anything["traces"]:
-            empty_state()
-        elif anything is not None:
-            st.info(
-                "No request carries a user id yet. Send one with `sdk_helpers.user_session(user_id=...)` or the "
-                "`user.id` / `enduser.id` span attribute."
-            )
+        nothing_found(
+            "No request carries a user id yet. Send one with `sdk_helpers.user_session(user_id=...)` or the "
+            "`user.id` / `enduser.id` span attribute."
+        )
         return []
     frame = pl.DataFrame(
         [
