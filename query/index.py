@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from query.detect.budgets import detect_scopes
 from query.detect.config import DetectorConfig, DetectorConfigs
 from query.detect.finding import FINDING_SCHEMA
+from query.detect.registry import DETECTORS_VERSION
 from query.detect.signals import DETECT_COLUMNS, DETECT_SELECT
 from query.lineage import EXACT_COST_SUM, TOKEN_COLUMNS
 from query.summaries import LIGHT_COLUMNS, TRACE_ROW_SCHEMA, summarise
@@ -31,8 +32,9 @@ from store.layout import Part
 
 log = logging.getLogger(__name__)
 
-# Bump when summaries or detectors change shape or meaning: every partition's derived files are then rebuilt.
-DERIVED_VERSION = "findings-4"
+# Bump when summaries change shape or meaning (detectors have their own version): every partition's derived
+# files are then rebuilt.
+DERIVED_VERSION = f"findings-4/detectors-{DETECTORS_VERSION}"
 _READ_RETRIES = 3  # compaction may retire a part between listing and reading it
 
 _SQL_TYPES = {

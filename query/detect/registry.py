@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 Detector = Callable[[pl.DataFrame, DetectorConfig], pl.DataFrame]
 
+# Bump when any detector's findings change shape or meaning: stored findings are then recomputed.
+DETECTORS_VERSION = "1"
+
 DETECTORS: dict[str, Detector] = {
     "error": errors.detect,
     "loop": loops.detect,
