@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from query.detect.signals import DETECT_COLUMNS, DETECT_SELECT
 from query.lineage import EXACT_COST_SUM, TOKEN_COLUMNS
 from query.summaries import LIGHT_COLUMNS, TRACE_ROW_SCHEMA, summarise
 from store.derived import DerivedStore, fingerprint
+from store.lake import compacted_sources
 from store.layout import Part
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ def _sql_type(dtype: object) -> str:
 _ROW_COLUMNS = ", ".join(f'"{c}" {_sql_type(t)}' for c, t in TRACE_ROW_SCHEMA.items())
 _FINDING_COLUMNS = ", ".join(f'"{c}" {_sql_type(t)}' for c, t in FINDING_SCHEMA.items())
 _FINDING_NAMES = ", ".join(f'"{c}"' for c in FINDING_SCHEMA)
+_TRACES_ARROW = pl.DataFrame(schema=TRACE_ROW_SCHEMA).to_arrow().schema
+_FINDINGS_ARROW = pl.DataFrame(schema=FINDING_SCHEMA).to_arrow().schema
 _LIST_COLUMNS = ("services", "models", "providers", "agents", "tools", "span_types")
 _LIST_MERGES = ", ".join(f"list_sort(list_distinct(flatten(list({c})))) AS {c}" for c in _LIST_COLUMNS)
 
@@ -96,6 +100,17 @@ def _remerge_touched(con: duckdb.DuckDBPyConnection, project: str) -> None:
     )
 
 
+@dataclass(slots=True)
+class _DateState:
+    """What the in-memory tables hold for one (project, date) partition."""
+
+    print_: str  # fingerprint of `parts` under `version`
+    version: str  # derived version and detector config digest the rows were computed under
+    parts: frozenset[str]  # names of the part files whose spans the rows reflect
+    usage_path: Path  # the partition's usage rows (derived file)
+    sources: dict[str, frozenset[str] | None] = field(default_factory=dict)  # part -> parts it merged (cache)
+
+
 class TraceIndex:
     """Thread-safe; one per API process. Reads use `cursor()`; `refresh` serialises rebuilds."""
 
@@ -119,7 +134,7 @@ class TraceIndex:
             f"""CREATE VIEW findings AS SELECT project, {_FINDING_NAMES} FROM trace_findings
                 UNION ALL SELECT project, {_FINDING_NAMES} FROM scope_findings"""
         )
-        self._loaded: dict[str, dict[str, str]] = {}  # project -> date -> fingerprint now in the tables
+        self._states: dict[str, dict[str, _DateState]] = {}  # project -> date -> what the tables reflect
         self._usage: dict[str, dict[str, Path]] = {}  # project -> date -> usage file
         self._scoped: set[str] = set()  # projects whose cross-trace budget findings are current
         # The span parts the latest refresh listed: every read refreshes first, so this listing is at least as
@@ -150,40 +165,170 @@ class TraceIndex:
             version = f"{DERIVED_VERSION}/{config.digest}"
             by_date = self.derived.spans_by_date(project)
             self._listing[project] = by_date
-            loaded = self._loaded.setdefault(project, {})
+            states = self._states.setdefault(project, {})
             changed = False
             usage = self._usage.setdefault(project, {})
-            for date in sorted(set(loaded) - set(by_date)):  # dropped by retention
+            for date in sorted(set(states) - set(by_date)):  # dropped by retention
                 self._replace(project, date, None)
-                loaded.pop(date, None)
+                states.pop(date, None)
                 usage.pop(date, None)
                 for kind in ("traces", "usage", "findings"):
                     self.derived.drop(kind, project, date)
                 changed = True
             for date, parts in sorted(by_date.items()):
                 print_ = fingerprint(parts, version)
-                if loaded.get(date) == print_:
+                state = states.get(date)
+                if state is not None and state.print_ == print_:
                     continue
-                rows, findings, usage_path, print_ = self._derive(project, date, parts, print_, config, version)
+                if state is not None and state.version == version:
+                    added = self._new_content(state, parts)
+                    if added is not None:
+                        try:
+                            states[date] = self._increment(project, date, state, parts, added, print_, config)
+                        except (duckdb.IOException, FileNotFoundError) as exc:
+                            # Compaction retired a part since the listing, or another replica replaced the
+                            # derived files: the full derive below retries and reuses what it finds.
+                            log.info("increment of %s/%s failed (%s); deriving the partition whole", project, date, exc)
+                        else:
+                            usage[date] = states[date].usage_path
+                            changed = changed or bool(added)
+                            continue
+                rows, findings, state = self._derive(project, date, parts, print_, config, version)
                 self._replace(project, date, rows, findings)
-                loaded[date] = print_
-                usage[date] = usage_path
+                states[date] = state
+                usage[date] = state.usage_path
                 changed = True
             if changed or project not in self._scoped:
                 self._scope_budgets(project, config)
             self.last_refresh_seconds = time.perf_counter() - began
 
+    # A partition's summaries change by increments: a part from the writer adds spans to some traces, and only
+    # those traces are summarised again (read from every part of the day, since their earlier spans may lie in
+    # any). Before, every new part re-derived the whole day: 1.5-3 s per part at 400k spans a day, which cost an
+    # API refreshing once a second 45 % of ingest throughput on two cores (bench/README.md, detectors).
+
+    def _sources(self, state: _DateState, part: Part) -> frozenset[str] | None:
+        name = part.path.name
+        if name not in state.sources:
+            state.sources[name] = compacted_sources(part)
+        return state.sources[name]
+
+    def _new_content(self, state: _DateState, parts: list[Part]) -> list[Part] | None:
+        """The parts whose spans the partition's summaries do not reflect yet, or None when only a full derive
+        is sure to be right (a part vanished that no compaction output accounts for, e.g. repricing)."""
+        current = {p.path.name for p in parts}
+        added = []
+        for part in parts:
+            if part.path.name in state.parts:
+                continue
+            sources = self._sources(state, part)
+            if sources is None or not sources <= state.parts:
+                added.append(part)  # a writer's part, or a merge of parts never summarised
+        vanished = state.parts - current
+        if vanished:
+            merged: set[str] = set()
+            for part in parts:
+                merged |= self._sources(state, part) or frozenset()
+            if not vanished <= merged:
+                return None
+        return added
+
+    def _increment(
+        self,
+        project: str,
+        date: str,
+        state: _DateState,
+        parts: list[Part],
+        added: list[Part],
+        print_: str,
+        config: DetectorConfig,
+    ) -> _DateState:
+        """Summarise again the traces that `added` touches, swap their rows, and republish the day's files."""
+        began = time.perf_counter()
+        files = [str(p.path) for p in parts]
+        con = self.db.cursor()
+        try:
+            touched = (
+                con.sql(
+                    "SELECT DISTINCT trace_id FROM read_parquet(?, hive_partitioning=false)",
+                    params=[[str(p.path) for p in added]],
+                ).to_arrow_table()
+                if added
+                else pa.table({"trace_id": pa.array([], pa.string())})
+            )
+        finally:
+            con.close()
+        current = frozenset(p.path.name for p in parts)
+        sources = {name: merged for name, merged in state.sources.items() if name in current}
+        if not touched.num_rows:  # only merges of parts already summarised: the same content, renamed
+            usage_path = self.derived.rename(project, date, state.print_, print_)
+            return _DateState(print_, state.version, current, usage_path, sources)
+        spans = self._light_spans(files, touched)
+        trace_rows, usage_rows, findings = summarise(spans, config)
+        self._swap_traces(project, date, touched, trace_rows.to_arrow(), findings.to_arrow())
+        usage_table = self._merged_usage(state.usage_path, touched, usage_rows.to_arrow())
+        traces_table, findings_table = self._partition_tables(project, date)
+        # The content is what a full derive of `parts` gives, so it is published under their fingerprint and a
+        # restarted API (or another replica) reuses it. Traces last: a reader that finds it finds the others.
+        usage_path = self.derived.publish("usage", project, date, print_, usage_table)
+        self.derived.publish("findings", project, date, print_, findings_table)
+        self.derived.publish("traces", project, date, print_, traces_table)
+        log.debug(
+            "indexed %s/%s by increment: %d new parts, %d traces, %d spans in %.3f s",
+            project,
+            date,
+            len(added),
+            touched.num_rows,
+            spans.height,
+            time.perf_counter() - began,
+        )
+        return _DateState(print_, state.version, current, usage_path, sources)
+
+    def _merged_usage(self, old_path: Path, touched: pa.Table, fresh: pa.Table) -> pa.Table:
+        """The day's usage rows: the old file's rows of untouched traces, and the touched traces' new rows."""
+        con = self.db.cursor()
+        try:
+            con.register("touched_traces", touched)
+            con.register("fresh_usage", fresh)
+            return con.sql(
+                """SELECT * FROM read_parquet(?, hive_partitioning=false)
+                   WHERE trace_id NOT IN (SELECT trace_id FROM touched_traces)
+                   UNION ALL SELECT * FROM fresh_usage""",
+                params=[str(old_path)],
+            ).to_arrow_table()
+        finally:
+            con.close()
+
+    def _partition_tables(self, project: str, date: str) -> tuple[pa.Table, pa.Table]:
+        """One partition's trace rows and findings as they stand in memory (the derived files' content)."""
+        con = self.db.cursor()
+        try:
+            row_names = ", ".join(f'"{c}"' for c in TRACE_ROW_SCHEMA)
+            traces = con.sql(
+                f"SELECT {row_names} FROM trace_rows WHERE project = ? AND date = ? ORDER BY trace_id",
+                params=[project, date],
+            ).to_arrow_table()
+            findings = con.sql(
+                f"""SELECT {_FINDING_NAMES} FROM trace_findings WHERE project = ? AND date = ?
+                    ORDER BY trace_id, start_ns, kind, code, span_id""",
+                params=[project, date],
+            ).to_arrow_table()
+        finally:
+            con.close()
+        return traces.cast(_TRACES_ARROW), findings.cast(_FINDINGS_ARROW)
+
     def _derive(
         self, project: str, date: str, parts: list[Part], print_: str, config: DetectorConfig, version: str
-    ) -> tuple[pa.Table, pa.Table, Path, str]:
+    ) -> tuple[pa.Table, pa.Table, _DateState]:
         """The partition's trace rows and findings (from derived files when current, else computed and published)."""
         for attempt in range(_READ_RETRIES):
             traces_path = self.derived.path("traces", project, date, print_)
             usage_path = self.derived.path("usage", project, date, print_)
             findings_path = self.derived.path("findings", project, date, print_)
+            state = _DateState(print_, version, frozenset(p.path.name for p in parts), usage_path, {})
             if traces_path.exists() and usage_path.exists() and findings_path.exists():
                 try:
-                    return pq.read_table(traces_path), pq.read_table(findings_path), usage_path, print_
+                    return pq.read_table(traces_path), pq.read_table(findings_path), state
                 except FileNotFoundError:
                     pass  # another replica replaced it a moment ago; compute it ourselves
             try:
@@ -211,24 +356,58 @@ class TraceIndex:
                 findings.height,
                 time.perf_counter() - began,
             )
-            return traces_table, findings_table, usage_path, print_
+            return traces_table, findings_table, state
         raise AssertionError("unreachable")
 
-    def _light_spans(self, files: list[str]) -> pl.DataFrame:
-        """Deduplicated spans: the light columns, and the heavy ones only where a detector will read them."""
+    def _light_spans(self, files: list[str], traces: pa.Table | None = None) -> pl.DataFrame:
+        """Deduplicated spans (of the given traces only, when `traces` is given): the light columns, and the
+        heavy ones only where a detector will read them."""
         if not files:
             return pl.DataFrame(schema={c: pl.String for c in (*LIGHT_COLUMNS, *DETECT_COLUMNS)})
         columns = ", ".join(f'"{c}"' for c in LIGHT_COLUMNS) + ", " + DETECT_SELECT
+        where = "WHERE trace_id IN (SELECT trace_id FROM wanted_traces)" if traces is not None else ""
         con = self.db.cursor()
         try:
+            if traces is not None:
+                con.register("wanted_traces", traces)
             return pl.from_arrow(  # type: ignore[return-value]
                 con.sql(
-                    f"""SELECT {columns} FROM read_parquet(?, hive_partitioning=false, union_by_name=true)
+                    f"""SELECT {columns} FROM read_parquet(?, hive_partitioning=false, union_by_name=true) {where}
                     QUALIFY row_number() OVER (
                         PARTITION BY trace_id, span_id ORDER BY received_at_unix_nano DESC) = 1""",
                     params=[files],
                 ).to_arrow_table()
             )
+        finally:
+            con.close()
+
+    def _swap_traces(self, project: str, date: str, touched: pa.Table, rows: pa.Table, findings: pa.Table) -> None:
+        """Replace the partition rows and findings of the touched traces and re-merge them, in one transaction."""
+        con = self.db.cursor()
+        try:
+            con.execute("BEGIN")
+            con.register("touched_traces", touched)
+            con.execute("CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT trace_id FROM touched_traces")
+            for table in ("trace_rows", "trace_findings"):
+                con.execute(
+                    f"""DELETE FROM {table} WHERE project = ? AND date = ?
+                        AND trace_id IN (SELECT trace_id FROM touched)""",
+                    [project, date],
+                )
+            if findings.num_rows:
+                con.register("incoming_findings", findings)
+                con.execute(
+                    f"INSERT INTO trace_findings SELECT ?, ?, {_FINDING_NAMES} FROM incoming_findings", [project, date]
+                )
+            if rows.num_rows:
+                con.register("incoming", rows)
+                names = ", ".join(f'"{c}"' for c in TRACE_ROW_SCHEMA)
+                con.execute(f"INSERT INTO trace_rows SELECT ?, ?, {names} FROM incoming", [project, date])
+            _remerge_touched(con, project)
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
         finally:
             con.close()
 
@@ -271,9 +450,7 @@ class TraceIndex:
         con = self.db.cursor()
         try:
             if scoped and usage:
-                rows = pl.from_arrow(
-                    con.sql("SELECT * FROM read_parquet(?)", params=[usage]).to_arrow_table()
-                )
+                rows = pl.from_arrow(con.sql("SELECT * FROM read_parquet(?)", params=[usage]).to_arrow_table())
                 found = detect_scopes(rows, config.budgets).to_arrow()  # type: ignore[arg-type]
             else:
                 found = None
@@ -324,4 +501,4 @@ class TraceIndex:
         return [str(p.path) for d in sorted(wanted, reverse=True) for p in wanted[d]]
 
     def dates(self, project: str) -> list[str]:
-        return sorted(self._loaded.get(project, {}))
+        return sorted(self._states.get(project, {}))

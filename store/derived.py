@@ -58,6 +58,15 @@ class DerivedStore:
                 stale.unlink(missing_ok=True)
         return final
 
+    def rename(self, project: str, date: str, old: str, new: str) -> Path:
+        """Move a partition's files from one fingerprint to another (the same content under a new set of parts,
+        e.g. after compaction); traces last, as in publish. Returns the usage file's new path."""
+        for kind in ("usage", "findings", "traces"):
+            os.replace(self.path(kind, project, date, old), self.path(kind, project, date, new))
+        for kind in ("usage", "findings", "traces"):
+            fsync_dir(self.partition_dir(kind, project, date))
+        return self.path("usage", project, date, new)
+
     def dates(self, kind: str, project: str) -> list[str]:
         base = self.root / kind / self.partition_dir(kind, project, "x").parent.name
         if not base.exists():

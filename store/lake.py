@@ -36,7 +36,18 @@ RETIRE_GRACE_SECONDS = 120.0
 _DEDUP_KEYS = {"spans": "trace_id, span_id", "events": "event_id"}
 _COLUMN_NAMES = {"spans": SPAN_COLUMN_NAMES, "events": EVENT_COLUMN_NAMES}
 
-__all__ = ["TABLES", "Lake", "Part", "WriterLock", "partition_date"]
+# Space-separated names of the parts a compacted part was merged from (all in its own partition directory).
+COMPACTED_SOURCES_KEY = b"agentflight.compacted_sources"
+
+__all__ = ["TABLES", "Lake", "Part", "WriterLock", "compacted_sources", "partition_date"]
+
+
+def compacted_sources(part: Part) -> frozenset[str] | None:
+    """The names of the parts `part` was compacted from, or None when it holds spans of its own (a writer's
+    part, a repriced part, or a part compacted before the names were recorded)."""
+    metadata = pq.read_metadata(part.path).metadata or {}
+    names = metadata.get(COMPACTED_SOURCES_KEY)
+    return frozenset(names.decode().split()) if names else None
 
 
 class Lake(LakeLayout):
@@ -105,6 +116,8 @@ class Lake(LakeLayout):
         columns = ", ".join(f'"{c}"' for c in _COLUMN_NAMES[table])
         order = "trace_id, start_time_unix_nano" if table == "spans" else "trace_id, time_unix_nano"
         files = [str(p.path) for p in parts]
+        # The inputs' names let a reader that already summarised them see the merge as no change (query/index.py).
+        sources = " ".join(p.path.name for p in parts).replace("'", "''")
         import duckdb  # only the writer compacts; the receiving process never loads DuckDB
 
         con = duckdb.connect(config={"memory_limit": memory_limit, "threads": 1})
@@ -118,7 +131,8 @@ class Lake(LakeLayout):
                     ORDER BY {order}
                 ) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {COMPACTED_ROW_GROUP_ROWS},
                     KV_METADATA {{'{SCHEMA_VERSION_KEY.decode()}': '{SCHEMA_VERSION}',
-                                  'agentflight.table': '{table}', 'agentflight.compacted_from': '{len(parts)}'}})""",
+                                  'agentflight.table': '{table}', 'agentflight.compacted_from': '{len(parts)}',
+                                  '{COMPACTED_SOURCES_KEY.decode()}': '{sources}'}})""",
                 [files],
             )
             rows_out = con.execute("SELECT count(*) FROM read_parquet(?)", [str(tmp)]).fetchone()

@@ -1,0 +1,175 @@
+"""The trace index kept current by increments gives exactly what a full derive of the same parts gives.
+
+One long-lived `TraceIndex` follows a lake through what happens to it in production: traces arriving span by
+span, late spans, the same spans sent again (the newest copy wins), compaction of parts it has summarised and
+of parts it has not, and re-pricing. After every step its trace rows, findings and usage rows are compared
+with a fresh index's over a copy of the span parts, and the log says which path the long-lived index took.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from collector.pricing import ProjectPricers
+from collector.reprice import reprice_lake
+from collector.service import Collector
+from query.detect.config import DetectorConfigs
+from query.index import TraceIndex
+from store.lake import Lake, compacted_sources
+from tests.conftest import CAPTURED, grpc_export, start_collector
+from tests.detector_traces import Recorder
+from tests.test_detectors_e2e import BASE_NS, DETECTOR_CONFIG, scenarios
+
+PROJECT = "default"
+TAU = (CAPTURED / "tau_replay_openinference_10.binpb").read_bytes()
+
+
+def _sorted_rows(index: TraceIndex, sql: str) -> list[dict[str, Any]]:
+    rows = index.rows(sql, [PROJECT])
+    return sorted(rows, key=repr)
+
+
+def _rounded(value: Any) -> Any:
+    # Cost sums add the same numbers in another order after an increment: equal to 1e-12 dollars.
+    if isinstance(value, float) and not math.isnan(value):
+        return round(value, 12)
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
+def _state(index: TraceIndex) -> dict[str, Any]:
+    index.refresh(PROJECT)
+    usage = [row for path in index.usage_files(PROJECT) for row in pq.read_table(path).to_pylist()]
+    return _rounded(
+        {
+            "traces": _sorted_rows(index, "SELECT * FROM traces WHERE project = ?"),
+            "trace_rows": _sorted_rows(index, "SELECT * FROM trace_rows WHERE project = ?"),
+            "findings": _sorted_rows(index, "SELECT * FROM findings WHERE project = ?"),
+            "usage": sorted(usage, key=repr),
+            "dates": index.dates(PROJECT),
+        }
+    )
+
+
+class Follower:
+    """A long-lived index over the collector's lake, checked against a full derive after every step."""
+
+    def __init__(self, collector: Collector, scratch: Path, caplog: pytest.LogCaptureFixture) -> None:
+        self.collector = collector
+        self.lake_dir = collector.settings.lake_dir
+        self.scratch = scratch
+        self.configs = DetectorConfigs(collector.settings.data_dir / "detectors")
+        self.index = TraceIndex(self.lake_dir, configs=self.configs)
+        self.caplog = caplog
+        self.checks = 0
+
+    def check(self, flush: bool = True) -> dict[str, int]:
+        """Compare with a fresh index over a copy of the span parts; returns how many partitions the
+        long-lived index derived whole and by increment in this step."""
+        if flush:
+            self.collector.flush()
+        known = set(self.index.dates(PROJECT))
+        self.caplog.clear()
+        followed = _state(self.index)
+        messages = [r.getMessage() for r in self.caplog.records]
+        paths = {  # a partition seen for the first time is derived whole, and is not counted
+            "whole": sum("indexed default/" in m and "increment" not in m and m.split("/")[1][:10] in known
+                         for m in messages),
+            "increment": sum("by increment" in m for m in messages),
+        }  # fmt: skip
+        copy = self.scratch / f"copy{self.checks}"
+        self.checks += 1
+        shutil.copytree(self.lake_dir / "spans", copy / "spans")
+        fresh = _state(TraceIndex(copy, configs=self.configs))
+        assert followed["traces"], "the lake has traces"
+        for key in fresh:
+            assert followed[key] == fresh[key], f"{key} differ after step {self.checks}"
+        return paths
+
+
+@pytest.fixture
+def follower(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Follower]:
+    caplog.set_level(logging.DEBUG, logger="query.index")
+    data = tmp_path / "data"
+    (data / "detectors").mkdir(parents=True)
+    # Session and user budgets too: their findings are recomputed from the usage rows the increments rewrite.
+    (data / "detectors" / "default.toml").write_text(DETECTOR_CONFIG)
+    collector = start_collector(data)
+    try:
+        yield Follower(collector, tmp_path / "scratch", caplog)
+    finally:
+        collector.stop()
+
+
+def test_increments_equal_a_full_derive_through_late_spans_resends_compaction_and_repricing(
+    follower: Follower,
+) -> None:
+    collector = follower.collector
+    rec = Recorder(collector.grpc_port, BASE_NS)
+    try:
+        # The detector scenarios, span by span (a late span of each "late" scenario held back).
+        scenarios(rec)
+        follower.check()
+
+        # Every captured file as its own part: after the first, each is an increment of its partition.
+        increments = 0
+        captured = sorted(CAPTURED.glob("*.binpb"))
+        for path in captured:
+            grpc_export(collector.grpc_port, path.read_bytes())
+            paths = follower.check()
+            assert paths["whole"] == 0
+            increments += paths["increment"]
+        assert increments >= len(captured) - 1
+
+        # The late spans change verdicts (a loop appears, a retry recovers): increments again.
+        assert rec.send_late() > 0
+        paths = follower.check()
+        assert paths == {"whole": 0, "increment": 1}
+
+        # The same spans again: every copy is a duplicate, and nothing changes.
+        grpc_export(collector.grpc_port, TAU)
+        assert follower.check()["whole"] == 0
+
+        # Compaction of everything summarised: a merge of known parts is no change (files renamed, not derived).
+        lake = Lake(follower.lake_dir, writer_id="test")
+        groups = list(lake.compaction_candidates("spans", min_parts=2, small_bytes=1 << 30))
+        assert groups
+        for group in groups:
+            merged, _ = lake.compact(group)
+            assert compacted_sources(merged) == {p.path.name for p in group}
+        assert follower.check() == {"whole": 0, "increment": 0}
+
+        # New spans compacted with old ones before the index saw them: the merge holds new content.
+        rec2 = Recorder(collector.grpc_port, BASE_NS + 3_600_000_000_000)
+        try:
+            scenarios(rec2)
+            collector.flush()
+            groups = list(lake.compaction_candidates("spans", min_parts=2, small_bytes=1 << 30))
+            assert groups
+            for group in groups:
+                lake.compact(group)
+            assert follower.check()["whole"] == 0
+            rec2.send_late()
+        finally:
+            rec2.shutdown()
+        assert follower.check()["whole"] == 0
+
+        # Re-pricing (the collector stopped, as the command requires) replaces parts with no record of what
+        # they merged: the partitions are derived whole.
+        collector.stop()
+        report = reprice_lake(follower.lake_dir, ProjectPricers(collector.settings.data_dir / "prices").for_project)
+        assert report.parts >= 1
+        assert follower.check(flush=False)["whole"] >= 1
+    finally:
+        rec.shutdown()
