@@ -109,7 +109,8 @@ def trace_rows(spans: pl.DataFrame, findings: pl.DataFrame | None = None) -> pl.
         (counted & pl.col("cost_usd").is_null()).sum().cast(pl.Int64).alias("unknown_cost_spans"),
     )
     if findings is not None and findings.height:
-        flags = findings.group_by("trace_id").agg(
+        flagging = findings.filter(pl.col("kind") != "readiness")  # not flags: see query/detect/readiness.py
+        flags = flagging.group_by("trace_id").agg(
             pl.col("kind").unique().sort().alias("flags"), pl.len().cast(pl.Int64).alias("finding_count")
         )
         rows = rows.join(flags, on="trace_id", how="left")

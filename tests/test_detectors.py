@@ -178,7 +178,8 @@ def test_a_failing_detector_loses_only_its_own_findings(monkeypatch: pytest.Monk
     monkeypatch.setitem(registry.DETECTORS, "loop", broken)
     found = registry.run(spans, DEFAULT)
     assert found.schema == pl.Schema(FINDING_SCHEMA)
-    assert found.select("kind", "code").rows() == [("error", "tool_error")]
+    # The tool ran on a request with no user: the readiness check says so too (test_readiness.py).
+    assert found.select("kind", "code").rows() == [("error", "tool_error"), ("readiness", "tool_without_user")]
 
 
 def test_the_api_refuses_to_start_on_a_bad_detector_config(tmp_path: Path) -> None:

@@ -618,17 +618,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 # --- what each scenario must produce ---------------------------------------------------------------------
 
+# Readiness findings (test_readiness_e2e.py has their own scenarios) are listed where these traces earn them: tool
+# calls on requests that name no user, an unapproved charge_card, a call failed for its context length.
 # (kind, code, severity, span) per trace, after every span arrived; LATE_BEFORE is what the late scenarios
 # showed before their late span did. Every other trace must read the same before and after.
 EXPECTED: dict[str, list[tuple[str, str, str, str]]] = {
-    "loop_tool_repeat": [("loop", "repeated_tool_call", "warning", "search2")],
-    "loop_tool_twice": [],
-    "loop_tool_other_args": [],
+    "loop_tool_repeat": [
+        ("loop", "repeated_tool_call", "warning", "search2"),
+        ("readiness", "tool_without_user", "info", "search1"),
+    ],
+    "loop_tool_twice": [("readiness", "tool_without_user", "info", "search1")],
+    "loop_tool_other_args": [("readiness", "tool_without_user", "info", "search1")],
     "loop_model_input": [("loop", "repeated_model_input", "warning", "llm2")],
     "loop_model_input_near": [],
-    "loop_cycle": [("loop", "step_cycle", "warning", "plan2")],
-    "loop_cycle_twice": [],
-    "loop_late": [("loop", "repeated_tool_call", "warning", "lookup2")],
+    "loop_cycle": [
+        ("loop", "step_cycle", "warning", "plan2"),
+        ("readiness", "tool_without_user", "info", "plan1"),
+    ],
+    "loop_cycle_twice": [("readiness", "tool_without_user", "info", "plan1")],
+    "loop_late": [
+        ("loop", "repeated_tool_call", "warning", "lookup2"),
+        ("readiness", "tool_without_user", "info", "lookup1"),
+    ],
     "retry_late_recovered": [
         ("error", "rate_limit", "warning", "attempt1"),
         ("error", "server", "warning", "attempt2"),
@@ -649,9 +660,17 @@ EXPECTED: dict[str, list[tuple[str, str, str, str]]] = {
     "retry_both_ok": [],
     "retry_http_resend": [("retry", "retry", "info", "post")],
     "retry_http_pair": [("error", "rate_limit", "warning", "post1"), ("retry", "retry", "info", "post2")],
-    "retry_pydantic_tool": [("error", "tool_error", "warning", "add1"), ("retry", "retry", "info", "add2")],
+    "retry_pydantic_tool": [
+        ("error", "tool_error", "warning", "add1"),
+        ("readiness", "tool_without_user", "info", "add1"),
+        ("retry", "retry", "info", "add2"),
+    ],
     "retry_pydantic_output": [("error", "validation", "error", "root"), ("retry", "retry", "warning", "root")],
-    "retry_sdk_marked": [("error", "server", "error", "third"), ("retry", "retry", "warning", "third")],
+    "retry_sdk_marked": [
+        ("error", "server", "error", "third"),
+        ("readiness", "tool_without_user", "info", "first"),
+        ("retry", "retry", "warning", "third"),
+    ],
     "guardrail_intervened": [("guardrail", "guardrail_block", "warning", "check")],
     "guardrail_passed": [],
     "guardrail_openlit_deny": [("guardrail", "guardrail_block", "warning", "llm")],
@@ -665,15 +684,28 @@ EXPECTED: dict[str, list[tuple[str, str, str, str]]] = {
         ("error", "timeout", "error", "timed_out"),
         ("error", "tool_error", "error", "ship"),
         ("error", "validation", "error", "too_long"),
+        ("readiness", "context_overflow", "warning", "too_long"),
+        ("readiness", "tool_without_user", "info", "ship"),
     ],
-    "errors_propagated": [("error", "tool_error", "error", "charge")],
+    "errors_propagated": [
+        ("error", "tool_error", "error", "charge"),
+        ("readiness", "side_effect_unapproved", "warning", "charge"),
+        ("readiness", "tool_without_user", "info", "charge"),
+    ],
     "errors_distinct": [
         ("error", "other", "error", "root"),
         ("error", "tool_error", "warning", "pay1"),
+        ("readiness", "tool_without_user", "info", "pay1"),
         ("retry", "retry", "info", "pay2"),
     ],
-    "errors_near_miss": [("guardrail", "guardrail_block", "warning", "triage")],
-    "errors_late": [("error", "tool_error", "error", "sync")],
+    "errors_near_miss": [
+        ("guardrail", "guardrail_block", "warning", "triage"),
+        ("readiness", "tool_without_user", "info", "codes"),
+    ],
+    "errors_late": [
+        ("error", "tool_error", "error", "sync"),
+        ("readiness", "tool_without_user", "info", "sync"),
+    ],
     "budget_trace_breach": [("budget", "budget_breach", "error", "llm3")],
     "budget_trace_half": [],
     "budget_trace_warning": [("budget", "budget_warning", "warning", "llm2")],
@@ -681,6 +713,7 @@ EXPECTED: dict[str, list[tuple[str, str, str, str]]] = {
         ("budget", "budget_breach", "error", "llm3"),
         ("budget", "budget_breach", "error", "llm3"),
         ("budget", "budget_warning", "warning", "llm3"),
+        ("readiness", "tool_without_user", "info", "tool1"),
     ],
     "budget_late": [("budget", "budget_breach", "error", "llm2")],
     "budget_session_1": [],
@@ -691,7 +724,7 @@ EXPECTED: dict[str, list[tuple[str, str, str, str]]] = {
     "budget_user_small": [],
 }
 LATE_BEFORE: dict[str, list[tuple[str, str, str, str]]] = {
-    "loop_late": [],
+    "loop_late": [("readiness", "tool_without_user", "info", "lookup1")],
     "retry_late_recovered": [
         ("error", "rate_limit", "error", "attempt1"),
         ("error", "server", "error", "attempt2"),
@@ -759,7 +792,7 @@ def test_loop_evidence(stack: Stack) -> None:
     # The model calls that asked for repeats 2 and 3: 120 + 10 and 140 + 10 tokens, $0.002 + $0.003.
     assert tool["wasted_model_calls"] == ["loop_tool_repeat.llm2", "loop_tool_repeat.llm3"]
     assert (tool["wasted_tokens"], tool["wasted_cost_usd"]) == (280, 0.005)
-    (finding,) = stack.after["loop_tool_repeat"]["findings"]
+    (finding,) = [f for f in stack.after["loop_tool_repeat"]["findings"] if f["kind"] == "loop"]
     assert (finding["wasted_tokens"], finding["wasted_cost_usd"]) == (280, 0.005)
     model = _evidence(stack, "loop_model_input", "repeated_model_input")
     assert (model["repeats"], model["wasted_tokens"], model["wasted_cost_usd"]) == (3, 660, 0.006)
@@ -822,7 +855,8 @@ def test_budget_evidence(stack: Stack) -> None:
     )
     warning = _evidence(stack, "budget_trace_warning", "budget_warning")
     assert (warning["total"], warning["breach_span_id"]) == (8500, None)
-    declared = {f["evidence"]["metric"]: f["evidence"] for f in stack.after["budget_declared"]["findings"]}
+    budget_findings = [f for f in stack.after["budget_declared"]["findings"] if f["kind"] == "budget"]
+    declared = {f["evidence"]["metric"]: f["evidence"] for f in budget_findings}
     assert set(declared) == {"cost_usd", "steps", "tokens"}  # 2 of 4 tool calls is no finding
     for metric, limit in (("cost_usd", 0.05), ("steps", 3), ("tokens", 1000)):
         assert (declared[metric]["source"], declared[metric]["declared_by"]) == ("declared", "budget_declared.root")
@@ -880,7 +914,9 @@ def test_guardrail_evidence(stack: Stack) -> None:
 
 
 def test_error_evidence(stack: Stack) -> None:
-    by_span = {f["span_id"].split(".", 1)[1]: f for f in stack.after["errors_classified"]["findings"]}
+    by_span = {
+        f["span_id"].split(".", 1)[1]: f for f in stack.after["errors_classified"]["findings"] if f["kind"] == "error"
+    }
     assert {k: f["evidence"]["http_status"] for k, f in by_span.items()} == {
         "rate_limited": 429,
         "unauthorised": 401,
@@ -920,7 +956,7 @@ def test_findings_routes_filter_page_and_count(stack: Stack) -> None:
     starts = [f["start_time_unix_nano"] for f in seen]
     assert starts == sorted(starts, reverse=True)
     by_kind = Counter(f["kind"] for f in seen)
-    assert by_kind == {"budget": 8, "error": 20, "guardrail": 6, "loop": 4, "retry": 11}
+    assert by_kind == {"budget": 8, "error": 20, "guardrail": 6, "loop": 4, "retry": 11, "readiness": 16}
     # Filters: kind (one or several), severity, code, trace, time window.
     for kind in by_kind:
         assert Counter(f["kind"] for f in _get(api, "/findings", kind=kind, limit=500)["findings"]) == {
@@ -940,9 +976,15 @@ def test_findings_routes_filter_page_and_count(stack: Stack) -> None:
         "budget_user_2",
     ]
     cycle = rec.traces["loop_cycle"]
-    assert [f["code"] for f in _get(api, "/findings", trace_id=cycle.trace_id)["findings"]] == ["step_cycle"]
+    assert [f["code"] for f in _get(api, "/findings", trace_id=cycle.trace_id)["findings"]] == [
+        "step_cycle",
+        "tool_without_user",
+    ]
     window = {"from": str(cycle.start_ns), "to": str(cycle.at(20))}
-    assert [rec.names[f["span_id"]] for f in _get(api, "/findings", **window)["findings"]] == ["loop_cycle.plan2"]
+    assert [rec.names[f["span_id"]] for f in _get(api, "/findings", **window)["findings"]] == [
+        "loop_cycle.plan2",
+        "loop_cycle.plan1",
+    ]
     with api.client() as client:
         assert client.get("/findings", params={"kind": "bogus"}).status_code == 400
         assert client.get("/findings", params={"severity": "fatal"}).status_code == 400
@@ -955,6 +997,9 @@ def test_findings_routes_filter_page_and_count(stack: Stack) -> None:
     for row in counts["counts"]:
         flagged = {rec.names[f["trace_id"]] for f in seen if f["kind"] == row["kind"]}
         assert row["traces"] == len(flagged)
+        if row["kind"] == "readiness":  # counted, but never a flag on the trace list (query/detect/readiness.py)
+            assert not any("readiness" in shown["flags"] for shown in stack.after.values())
+            continue
         traces = _get(api, "/traces", flag=row["kind"], limit=500)["traces"]
         assert {rec.names[t["trace_id"]] for t in traces} == flagged
         assert flagged == {name for name, shown in stack.after.items() if row["kind"] in shown["flags"]}
@@ -1034,6 +1079,27 @@ def _all_findings(api: ApiServer) -> list[dict[str, Any]]:
     return sorted(body["findings"], key=lambda f: (f["trace_id"], f["start_time_unix_nano"], f["code"], f["span_id"]))
 
 
+def _check_captured_readiness(
+    found: list[dict[str, Any]], span_by_id: dict[tuple[str, str], dict[str, Any]], service_of: dict[str, str]
+) -> None:
+    """What the captures' content implies for readiness: they ask for OpenAI aliases (gpt-4o-mini, gpt-4o, gpt-4,
+    gpt-5.4, answered by dated snapshots; the JS agent's gpt-4o-mini, whose answer names no model, and the made-up
+    `this-model-does-not-exist` are not judged), no span names a
+    user so every trace that called a tool did so for nobody, and one tau-bench conversation booked a reservation
+    with no approval step in the trace (its confirmation is only in the chat). No injection, PII, overflow or
+    double side effect: the captures hold none."""
+    readiness = [f for f in found if f["kind"] == "readiness"]
+    codes = Counter(f["code"] for f in readiness)
+    assert codes == {"unpinned_model": 106, "tool_without_user": 11, "side_effect_unapproved": 1}
+    aliases = Counter(f["evidence"]["model"] for f in readiness if f["code"] == "unpinned_model")
+    assert set(aliases) == {"gpt-4o-mini", "gpt-4o", "gpt-4", "gpt-5.4"}
+    (unapproved,) = [f for f in readiness if f["code"] == "side_effect_unapproved"]
+    assert unapproved["evidence"]["tools"] == ["book_reservation"] and unapproved["trace_id"].startswith("73e01cd4")
+    anonymous = {f["trace_id"] for f in readiness if f["code"] == "tool_without_user"}
+    with_tools = {t for (t, _), s in span_by_id.items() if s["name"].startswith("execute_tool")}
+    assert anonymous == with_tools
+
+
 def test_captured_fixtures_give_what_their_content_implies(tmp_path: Path) -> None:
     collector = start_collector(tmp_path / "data")
     api = start_api(collector.settings)
@@ -1050,7 +1116,8 @@ def test_captured_fixtures_give_what_their_content_implies(tmp_path: Path) -> No
         by_trace: dict[str, list[tuple[str, str, str, str]]] = {}
         for f in found:
             name = span_by_id[(f["trace_id"], f["span_id"])]["name"]
-            by_trace.setdefault(f["trace_id"], []).append((f["kind"], f["code"], f["severity"], name))
+            if f["kind"] != "readiness":  # checked on their own below
+                by_trace.setdefault(f["trace_id"], []).append((f["kind"], f["code"], f["severity"], name))
         # The agent traces, finding by finding.
         agents = {t for t, s in service_of.items() if not s.startswith("cassette-replay")}
         assert {t: sorted(by_trace.get(t, [])) for t in agents} == {
@@ -1059,7 +1126,9 @@ def test_captured_fixtures_give_what_their_content_implies(tmp_path: Path) -> No
         }
         # The recorded OpenAI exchanges: exactly the failed calls, each a 4xx no retry can fix (a model that
         # does not exist: 404, or 400 from the Responses API), with the provider's message.
-        replayed = [f for f in found if service_of[f["trace_id"]].startswith("cassette-replay")]
+        replayed = [
+            f for f in found if service_of[f["trace_id"]].startswith("cassette-replay") and f["kind"] != "readiness"
+        ]
         failed = {
             (s["trace_id"], s["span_id"]) for s in spans if s["is_error"] and s["service_name"].startswith("cassette")
         }
@@ -1088,7 +1157,8 @@ def test_captured_fixtures_give_what_their_content_implies(tmp_path: Path) -> No
         assert not [f for f in found if f["kind"] in ("loop", "budget", "guardrail")]
         assert _get(api, "/traces", flag="loop")["traces"] == []
         assert {t["trace_id"][:8] for t in _get(api, "/traces", flag="retry")["traces"]} == {"73e01cd4", "9e25916d"}
-        assert _get(api, "/findings/counts")["totals"] == {"error": 26, "retry": 2}
+        _check_captured_readiness(found, span_by_id, service_of)
+        assert _get(api, "/findings/counts")["totals"] == {"error": 26, "readiness": 118, "retry": 2}
         _check_golden("findings_captured.json", found)
         # The small files again (a client's retry of its export): the same findings, no retry or loop from copies.
         _send_captured(collector, skip=("tau_replay_openinference_10.binpb",))

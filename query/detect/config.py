@@ -22,6 +22,13 @@ File: ``<data-dir>/detectors/<project>.toml`` (absent means the defaults below a
     [budgets.user_month]     # tokens, cost_usd per user per UTC month
     [budgets.project_day]    # tokens, cost_usd per project per UTC day
 
+    [readiness]              # production-readiness checks (readiness.py)
+    side_effect_tools = ["send_*", "book_*", "delete_*"]   # fnmatch globs on tool names, case-insensitive
+    require_approval = true  # a side-effecting tool needs a human approval step before it runs
+    context_window_ratio = 0.9   # input tokens at this share of the model's context window is an overflow risk
+    pinned_models = []       # model ids (globs) to treat as pinned, e.g. self-hosted names without a date
+    disabled = []            # readiness codes not to report, e.g. ["tool_without_user"]
+
 A bad value is an error naming the file and the setting. Budgets an agent declares on its own spans
 (``agentflight.budget.<metric>``, see sdk_helpers) apply to that trace on top of the file's.
 """
@@ -41,6 +48,30 @@ SCOPE_METRICS = ("tokens", "cost_usd")
 log = logging.getLogger(__name__)
 
 SCOPES = ("trace", "session", "user_day", "user_month", "project_day")
+READINESS_CODES = (
+    "unpinned_model",
+    "prompt_injection",
+    "pii_in_output",
+    "context_overflow",
+    "side_effect_repeated",
+    "side_effect_unapproved",
+    "tool_without_user",
+)
+# Tools whose effect outlives the request (a mail sent, a booking made, a row deleted, money moved): executing
+# one twice is a double effect, and executing one without a person's approval is an unreviewed effect.
+DEFAULT_SIDE_EFFECT_TOOLS = (
+    "send_*",
+    "book_*",
+    "delete_*",
+    "cancel_*",
+    "charge_*",
+    "pay_*",
+    "refund_*",
+    "transfer_funds*",
+    "wire_*",
+    "purchase_*",
+    "place_order*",
+)
 
 
 class DetectorConfigError(ValueError):
@@ -70,10 +101,23 @@ class BudgetSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadinessSettings:
+    side_effect_tools: tuple[str, ...] = DEFAULT_SIDE_EFFECT_TOOLS
+    require_approval: bool = True
+    context_window_ratio: float = 0.9
+    pinned_models: tuple[str, ...] = ()
+    disabled: tuple[str, ...] = ()
+
+    def enabled(self, code: str) -> bool:
+        return code not in self.disabled
+
+
+@dataclass(frozen=True, slots=True)
 class DetectorConfig:
     loops: LoopSettings = LoopSettings()
     retries: RetrySettings = RetrySettings()
     budgets: BudgetSettings = BudgetSettings()
+    readiness: ReadinessSettings = ReadinessSettings()
     digest: str = "defaults"  # names the settings in derived-data fingerprints
 
     @property
@@ -105,8 +149,43 @@ def _table(where: str, value: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
     return value
 
 
+def _strings(where: str, value: Any, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise DetectorConfigError(f"{where}: must be a list of non-empty strings, got {value!r}")
+    if allowed is not None:
+        bad = [v for v in value if v not in allowed]
+        if bad:
+            raise DetectorConfigError(f"{where}: {bad[0]!r} is not one of {', '.join(allowed)}")
+    return tuple(v.strip() for v in value)
+
+
+def _readiness(source: str, value: Any) -> ReadinessSettings:
+    doc = _table(
+        f"{source}: readiness",
+        value,
+        ("side_effect_tools", "require_approval", "context_window_ratio", "pinned_models", "disabled"),
+    )
+    approval = doc.get("require_approval", True)
+    if not isinstance(approval, bool):
+        raise DetectorConfigError(f"{source}: readiness.require_approval: must be true or false, got {approval!r}")
+    ratio = doc.get("context_window_ratio", 0.9)
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 < ratio <= 1:
+        raise DetectorConfigError(
+            f"{source}: readiness.context_window_ratio: must be a fraction above 0, at most 1, got {ratio!r}"
+        )
+    return ReadinessSettings(
+        side_effect_tools=_strings(
+            f"{source}: readiness.side_effect_tools", doc.get("side_effect_tools", list(DEFAULT_SIDE_EFFECT_TOOLS))
+        ),
+        require_approval=approval,
+        context_window_ratio=float(ratio),
+        pinned_models=_strings(f"{source}: readiness.pinned_models", doc.get("pinned_models", [])),
+        disabled=_strings(f"{source}: readiness.disabled", doc.get("disabled", []), READINESS_CODES),
+    )
+
+
 def parse(doc: dict[str, Any], source: str) -> DetectorConfig:
-    top = _table(source, doc, ("loops", "retries", "budgets"))
+    top = _table(source, doc, ("loops", "retries", "budgets", "readiness"))
     loops_doc = _table(
         f"{source}: loops", top.get("loops", {}), ("min_repeats", "cycle_min_repeats", "cycle_max_period")
     )
@@ -134,11 +213,15 @@ def parse(doc: dict[str, Any], source: str) -> DetectorConfig:
         metrics = TRACE_METRICS if scope == "trace" else SCOPE_METRICS
         scope_doc = _table(f"{source}: budgets.{scope}", budgets_doc[scope], metrics)
         limits[scope] = {m: _positive(f"{source}: budgets.{scope}.{m}", v) for m, v in scope_doc.items()}
+    readiness = _readiness(source, top.get("readiness", {}))
+    # The readiness settings join the digest only when set, so files written before them keep their digest.
+    named = (loops, backoff, warning_at, sorted(limits.items())) + ((readiness,) if "readiness" in top else ())
     return DetectorConfig(
         loops=loops,
         retries=RetrySettings(min_backoff_ms=float(backoff)),
         budgets=BudgetSettings(warning_at=float(warning_at), limits=limits),
-        digest=hashlib.sha256(repr((loops, backoff, warning_at, sorted(limits.items()))).encode()).hexdigest()[:12],
+        readiness=readiness,
+        digest=hashlib.sha256(repr(named).encode()).hexdigest()[:12],
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-KINDS = ("loop", "retry", "budget", "guardrail", "error")
+KINDS = ("loop", "retry", "budget", "guardrail", "error", "readiness")
 SEVERITIES = ("info", "warning", "error")
 
 FINDING_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {

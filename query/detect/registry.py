@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import polars as pl
 
-from query.detect import budgets, errors, guardrails, loops, retries
+from query.detect import budgets, errors, guardrails, loops, readiness, retries
 from query.detect.config import DetectorConfig
 from query.detect.finding import FINDING_SCHEMA, empty
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 Detector = Callable[[pl.DataFrame, DetectorConfig], pl.DataFrame]
 
 # Bump when any detector's findings change shape or meaning: stored findings are then recomputed.
-DETECTORS_VERSION = "1"
+DETECTORS_VERSION = "2"  # 2: readiness checks; approval and MCP attributes read
 
 DETECTORS: dict[str, Detector] = {
     "error": errors.detect,
@@ -31,6 +31,7 @@ DETECTORS: dict[str, Detector] = {
     "retry": retries.detect,
     "guardrail": guardrails.detect,
     "budget": budgets.detect,
+    "readiness": readiness.detect,
 }
 
 _SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}

@@ -13,12 +13,20 @@ from typing import Any
 
 import polars as pl
 
+from query.detect.content import INJECTION_PREFILTER, PII_PREFILTER
+
 # Attribute keys whose presence makes a span's raw attributes worth reading (retry, guardrail, budget signals).
 # Matched against keys only ("key": in the attributes JSON): the words in free-text values let 2.4x more spans
 # through to JSON parsing for nothing (measured on a 148k-span part: 8,271 vs 3,454).
-_MARKERS = r'"[^"]*(retry|resend_count|guard|threat|prompt_injection|tripwire|agentflight\.budget)[^"]*":'
+# Readiness adds human approval steps and MCP (`mcp.*`) attributes.
+_MARKERS = (
+    r'"[^"]*(retry|resend_count|guard|threat|prompt_injection|tripwire|agentflight\.budget|approval|mcp\.)[^"]*":'
+)
 # Content acted on by a guardrail, or a refusal, is shown as evidence; a few KB is enough to recognise it.
 EVIDENCE_CHARS = 2000
+# Content handed to the readiness scanners (query/detect/content.py) when DuckDB's loose pre-filter matched: 64 KB
+# holds a long conversation; a longer one is scanned as cut, as raw text.
+SCAN_CHARS = 65536
 
 DETECT_SELECT = f"""
     status_code, status_message, error_type, error_message, finish_reason, tool_arguments,
@@ -33,7 +41,13 @@ DETECT_SELECT = f"""
               OR contains(finish_reason, 'content_filter') THEN left(output_messages, {EVIDENCE_CHARS})
          END AS guarded_output,
     CASE WHEN span_type = 'tool' AND (contains(tool_result, 'try again') OR contains(tool_result, 'Try again'))
-         THEN left(tool_result, {EVIDENCE_CHARS}) END AS retry_result"""
+         THEN left(tool_result, {EVIDENCE_CHARS}) END AS retry_result,
+    CASE WHEN span_type = 'llm' AND regexp_matches(input_messages, '{INJECTION_PREFILTER}', 'i')
+              THEN left(input_messages, {SCAN_CHARS})
+         WHEN span_type = 'tool' AND regexp_matches(tool_result, '{INJECTION_PREFILTER}', 'i')
+              THEN left(tool_result, {SCAN_CHARS}) END AS injection_text,
+    CASE WHEN span_type = 'llm' AND regexp_matches(output_messages, '{PII_PREFILTER}')
+         THEN left(output_messages, {SCAN_CHARS}) END AS pii_text"""
 
 DETECT_COLUMNS = (
     "status_code",
@@ -48,6 +62,8 @@ DETECT_COLUMNS = (
     "guarded_input",
     "guarded_output",
     "retry_result",
+    "injection_text",
+    "pii_text",
 )
 
 
