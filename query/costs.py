@@ -75,9 +75,9 @@ def cost_breakdown(
     if not 1 <= limit <= MAX_GROUPS:
         raise BadRequest(f"limit: must be between 1 and {MAX_GROUPS}")
     index.refresh(project)
-    files = index.usage_files(project)
+    usage = index.usage_source(project)
     empty = {"spans": 0, "traces": 0, "cost_usd": None, "unknown_cost_spans": 0, **{c: 0 for c in TOKEN_COLUMNS}}
-    if not files:
+    if usage is None:
         return {"group_by": group_by, "groups": [], "total": _group_json(dict(empty)), "truncated": False}
     where, params = _range(from_ns, to_ns, "start_ns")
     # A distinct trace count per group costs more than the rest of the breakdown together (0.45 of 1.05 s
@@ -85,17 +85,17 @@ def cost_breakdown(
     per_group_traces = "count(DISTINCT trace_id)" if count_traces else "NULL::BIGINT"
     measures = f"""count(*) AS spans, {per_group_traces} AS traces, {_SUMS}, {EXACT_COST_SUM} AS cost_usd,
                    count(*) FILTER (WHERE cost_usd IS NULL) AS unknown_cost_spans"""
-    source = "read_parquet(?, hive_partitioning=false)"
+    source, source_params = usage
     con = index.cursor()
     try:
         groups: list[dict[str, Any]] = []
         truncated = False
         if not group_by:
-            result = con.execute(f"SELECT {measures} FROM {source} WHERE {where}", [files, *params])
+            result = con.execute(f"SELECT {measures} FROM {source} WHERE {where}", [*source_params, *params])
             names = [d[0] for d in result.description or []]
             total = dict(zip(names, result.fetchone() or (), strict=True))
             if not count_traces:
-                total["traces"] = _distinct_traces(con, source, where, [files, *params])
+                total["traces"] = _distinct_traces(con, source, where, [*source_params, *params])
         else:
             # One scan for the groups and the total (GROUPING SETS): the usage rows are read once, which
             # halves the cost of a breakdown over 10M spans. The total row sorts first (_total = 1).
@@ -106,13 +106,13 @@ def cost_breakdown(
                     GROUP BY GROUPING SETS (({keys}), ())
                     ORDER BY _total DESC, cost_usd DESC NULLS LAST, spans DESC, {keys}
                     LIMIT ?""",
-                [files, *params, limit + 2],
+                [*source_params, *params, limit + 2],
             )
             names = [d[0] for d in result.description or []]
             rows = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
             total = {k: v for k, v in rows[0].items() if k not in group_by and k != "_total"}
             if not count_traces:
-                total["traces"] = _distinct_traces(con, source, where, [files, *params])
+                total["traces"] = _distinct_traces(con, source, where, [*source_params, *params])
             groups = [{k: v for k, v in r.items() if k != "_total"} for r in rows[1:]]
             truncated = len(groups) > limit
             groups = groups[:limit]

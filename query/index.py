@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from query.detect.budgets import detect_scopes
@@ -27,9 +28,9 @@ from query.detect.finding import FINDING_SCHEMA
 from query.detect.registry import DETECTORS_VERSION
 from query.detect.signals import DETECT_COLUMNS, DETECT_SELECT
 from query.lineage import EXACT_COST_SUM, TOKEN_COLUMNS
-from query.summaries import LIGHT_COLUMNS, TRACE_ROW_SCHEMA, summarise
+from query.part_changes import new_content
+from query.summaries import LIGHT_COLUMNS, TRACE_ROW_SCHEMA, USAGE_SCHEMA, summarise
 from store.derived import DerivedStore, fingerprint
-from store.lake import compacted_sources
 from store.layout import Part
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,15 @@ def _sql_type(dtype: object) -> str:
 _ROW_COLUMNS = ", ".join(f'"{c}" {_sql_type(t)}' for c, t in TRACE_ROW_SCHEMA.items())
 _FINDING_COLUMNS = ", ".join(f'"{c}" {_sql_type(t)}' for c, t in FINDING_SCHEMA.items())
 _FINDING_NAMES = ", ".join(f'"{c}"' for c in FINDING_SCHEMA)
+_USAGE_COLUMNS = ", ".join(f'"{c}" {_sql_type(t)}' for c, t in USAGE_SCHEMA.items())
+_USAGE_NAMES = ", ".join(f'"{c}"' for c in USAGE_SCHEMA)
+# A pending partition's usage file without the rows of traces summarised since (params: the files).
+_STALE_FILTERED_USAGE = f"""SELECT {_USAGE_NAMES} FROM read_parquet(?, hive_partitioning=false, filename=true) u
+    WHERE NOT EXISTS (SELECT 1 FROM usage_stale s WHERE s.base = u.filename AND s.trace_id = u.trace_id)"""
+# Derived files may lag memory by this long (a restart or another replica then re-summarises at most this
+# much), or by this many usage rows held in memory (about 330 bytes each in Arrow: 30 MB).
+PUBLISH_EVERY_SECONDS = 30.0
+PUBLISH_AT_DELTA_ROWS = 100_000
 _TRACES_ARROW = pl.DataFrame(schema=TRACE_ROW_SCHEMA).to_arrow().schema
 _FINDINGS_ARROW = pl.DataFrame(schema=FINDING_SCHEMA).to_arrow().schema
 _LIST_COLUMNS = ("services", "models", "providers", "agents", "tools", "span_types")
@@ -102,12 +112,16 @@ def _remerge_touched(con: duckdb.DuckDBPyConnection, project: str) -> None:
 
 @dataclass(slots=True)
 class _DateState:
-    """What the in-memory tables hold for one (project, date) partition."""
+    """What the in-memory tables hold for one (project, date) partition, and how far its files lag."""
 
     print_: str  # fingerprint of `parts` under `version`
     version: str  # derived version and detector config digest the rows were computed under
     parts: frozenset[str]  # names of the part files whose spans the rows reflect
-    usage_path: Path  # the partition's usage rows (derived file)
+    usage_path: Path  # the partition's usage file (the base that usage_delta amends while pending)
+    published_print: str  # fingerprint the derived files on disk are named by
+    published_at: float = field(default_factory=time.monotonic)
+    pending: bool = False  # memory is ahead of the files
+    delta_rows: int = 0  # usage rows held in memory for this partition
     sources: dict[str, frozenset[str] | None] = field(default_factory=dict)  # part -> parts it merged (cache)
 
 
@@ -130,13 +144,16 @@ class TraceIndex:
         self.db.execute(f"CREATE TABLE trace_findings (project VARCHAR, date VARCHAR, {_FINDING_COLUMNS})")
         self.db.execute("CREATE INDEX trace_findings_by_id ON trace_findings (trace_id)")
         self.db.execute(f"CREATE TABLE scope_findings (project VARCHAR, {_FINDING_COLUMNS})")
+        # Usage rows of traces summarised since their partition's usage file was written (see usage_source).
+        self.db.execute(f"CREATE TABLE usage_delta (base VARCHAR, {_USAGE_COLUMNS})")
+        self.db.execute("CREATE TABLE usage_stale (base VARCHAR, trace_id VARCHAR)")
         self.db.execute(
             f"""CREATE VIEW findings AS SELECT project, {_FINDING_NAMES} FROM trace_findings
                 UNION ALL SELECT project, {_FINDING_NAMES} FROM scope_findings"""
         )
         self._states: dict[str, dict[str, _DateState]] = {}  # project -> date -> what the tables reflect
-        self._usage: dict[str, dict[str, Path]] = {}  # project -> date -> usage file
-        self._scoped: set[str] = set()  # projects whose cross-trace budget findings are current
+        # project -> the scopes its cross-trace budget findings were computed for (empty: none configured)
+        self._scoped: dict[str, frozenset[str]] = {}
         # The span parts the latest refresh listed: every read refreshes first, so this listing is at least as
         # new as the reader's own, and reading it saves listing the lake a second time (2.5 ms at 10M spans).
         self._listing: dict[str, dict[str, list[Part]]] = {}
@@ -167,11 +184,8 @@ class TraceIndex:
             self._listing[project] = by_date
             states = self._states.setdefault(project, {})
             changed = False
-            usage = self._usage.setdefault(project, {})
             for date in sorted(set(states) - set(by_date)):  # dropped by retention
-                self._replace(project, date, None)
-                states.pop(date, None)
-                usage.pop(date, None)
+                self._replace(project, date, None, None, states.pop(date))
                 for kind in ("traces", "usage", "findings"):
                     self.derived.drop(kind, project, date)
                 changed = True
@@ -179,59 +193,43 @@ class TraceIndex:
                 print_ = fingerprint(parts, version)
                 state = states.get(date)
                 if state is not None and state.print_ == print_:
+                    self._publish_if_due(project, date, state)
                     continue
                 if state is not None and state.version == version:
-                    added = self._new_content(state, parts)
+                    added = new_content(state.parts, parts, state.sources)
                     if added is not None:
                         try:
-                            states[date] = self._increment(project, date, state, parts, added, print_, config)
+                            changed = self._increment(project, date, state, parts, added, print_, config) or changed
+                            self._publish_if_due(project, date, state)
+                            continue
                         except (duckdb.IOException, FileNotFoundError) as exc:
                             # Compaction retired a part since the listing, or another replica replaced the
-                            # derived files: the full derive below retries and reuses what it finds.
+                            # derived files: the whole derive below retries and reuses what it finds.
                             log.info("increment of %s/%s failed (%s); deriving the partition whole", project, date, exc)
-                        else:
-                            usage[date] = states[date].usage_path
-                            changed = changed or bool(added)
-                            continue
-                rows, findings, state = self._derive(project, date, parts, print_, config, version)
-                self._replace(project, date, rows, findings)
-                states[date] = state
-                usage[date] = state.usage_path
+                rows, findings, fresh = self._derive(project, date, parts, print_, config, version)
+                self._replace(project, date, rows, findings, state)
+                states[date] = fresh
                 changed = True
             if changed or project not in self._scoped:
                 self._scope_budgets(project, config)
             self.last_refresh_seconds = time.perf_counter() - began
 
+    def publish(self, project: str) -> None:
+        """Write the derived files of every partition whose files lag memory (at shutdown, so a restart
+        reuses them instead of summarising again)."""
+        with self._lock:
+            for date, state in sorted(self._states.get(project, {}).items()):
+                self._publish_if_due(project, date, state, force=True)
+
+    def projects(self) -> list[str]:
+        return sorted(self._states)
+
     # A partition's summaries change by increments: a part from the writer adds spans to some traces, and only
-    # those traces are summarised again (read from every part of the day, since their earlier spans may lie in
-    # any). Before, every new part re-derived the whole day: 1.5-3 s per part at 400k spans a day, which cost an
-    # API refreshing once a second 45 % of ingest throughput on two cores (bench/README.md, detectors).
-
-    def _sources(self, state: _DateState, part: Part) -> frozenset[str] | None:
-        name = part.path.name
-        if name not in state.sources:
-            state.sources[name] = compacted_sources(part)
-        return state.sources[name]
-
-    def _new_content(self, state: _DateState, parts: list[Part]) -> list[Part] | None:
-        """The parts whose spans the partition's summaries do not reflect yet, or None when only a full derive
-        is sure to be right (a part vanished that no compaction output accounts for, e.g. repricing)."""
-        current = {p.path.name for p in parts}
-        added = []
-        for part in parts:
-            if part.path.name in state.parts:
-                continue
-            sources = self._sources(state, part)
-            if sources is None or not sources <= state.parts:
-                added.append(part)  # a writer's part, or a merge of parts never summarised
-        vanished = state.parts - current
-        if vanished:
-            merged: set[str] = set()
-            for part in parts:
-                merged |= self._sources(state, part) or frozenset()
-            if not vanished <= merged:
-                return None
-        return added
+    # those traces are summarised again. Before, every new part re-derived the whole day (1.5-3 s per part at
+    # 400k spans a day), which cost an API refreshing once a second 45 % of ingest throughput on two cores
+    # (bench/README.md, detectors). The derived files follow at most every PUBLISH_EVERY_SECONDS: meanwhile the
+    # usage rows of the traces summarised again live in memory (usage_delta) and override the file's
+    # (usage_stale), so cost queries are current without rewriting a day's usage file on every part.
 
     def _increment(
         self,
@@ -242,37 +240,22 @@ class TraceIndex:
         added: list[Part],
         print_: str,
         config: DetectorConfig,
-    ) -> _DateState:
-        """Summarise again the traces that `added` touches, swap their rows, and republish the day's files."""
+    ) -> bool:
+        """Summarise again the traces that `added` touches and swap their rows; True when anything changed."""
         began = time.perf_counter()
-        files = [str(p.path) for p in parts]
-        con = self.db.cursor()
-        try:
-            touched = (
-                con.sql(
-                    "SELECT DISTINCT trace_id FROM read_parquet(?, hive_partitioning=false)",
-                    params=[[str(p.path) for p in added]],
-                ).to_arrow_table()
-                if added
-                else pa.table({"trace_id": pa.array([], pa.string())})
-            )
-        finally:
-            con.close()
         current = frozenset(p.path.name for p in parts)
-        sources = {name: merged for name, merged in state.sources.items() if name in current}
-        if not touched.num_rows:  # only merges of parts already summarised: the same content, renamed
-            usage_path = self.derived.rename(project, date, state.print_, print_)
-            return _DateState(print_, state.version, current, usage_path, sources)
-        spans = self._light_spans(files, touched)
+        state.sources = {name: merged for name, merged in state.sources.items() if name in current}
+        touched, spans = self._touched_spans(project, date, parts, added) if added else (None, None)
+        if touched is None or spans is None or touched.num_rows == 0:
+            # Only merges of parts already summarised: the same content under another set of parts.
+            if not state.pending:
+                state.usage_path = self.derived.rename(project, date, state.published_print, print_)
+                state.published_print = print_
+            state.print_, state.parts = print_, current
+            return False
         trace_rows, usage_rows, findings = summarise(spans, config)
-        self._swap_traces(project, date, touched, trace_rows.to_arrow(), findings.to_arrow())
-        usage_table = self._merged_usage(state.usage_path, touched, usage_rows.to_arrow())
-        traces_table, findings_table = self._partition_tables(project, date)
-        # The content is what a full derive of `parts` gives, so it is published under their fingerprint and a
-        # restarted API (or another replica) reuses it. Traces last: a reader that finds it finds the others.
-        usage_path = self.derived.publish("usage", project, date, print_, usage_table)
-        self.derived.publish("findings", project, date, print_, findings_table)
-        self.derived.publish("traces", project, date, print_, traces_table)
+        self._swap_traces(project, date, state, touched, trace_rows.to_arrow(), findings.to_arrow(), usage_rows)
+        state.print_, state.parts, state.pending = print_, current, True
         log.debug(
             "indexed %s/%s by increment: %d new parts, %d traces, %d spans in %.3f s",
             project,
@@ -282,20 +265,81 @@ class TraceIndex:
             spans.height,
             time.perf_counter() - began,
         )
-        return _DateState(print_, state.version, current, usage_path, sources)
+        return True
 
-    def _merged_usage(self, old_path: Path, touched: pa.Table, fresh: pa.Table) -> pa.Table:
-        """The day's usage rows: the old file's rows of untouched traces, and the touched traces' new rows."""
+    def _touched_spans(
+        self, project: str, date: str, parts: list[Part], added: list[Part]
+    ) -> tuple[pa.Table, pl.DataFrame]:
+        """The traces the added parts touch, and all their spans in the partition. A trace the partition has
+        not seen yet can only have spans in the added parts, so only traces seen before are looked for in
+        every part (the common case, a new part of new traces, reads the new parts alone)."""
+        added_files = [str(p.path) for p in added]
         con = self.db.cursor()
         try:
-            con.register("touched_traces", touched)
-            con.register("fresh_usage", fresh)
-            return con.sql(
-                """SELECT * FROM read_parquet(?, hive_partitioning=false)
-                   WHERE trace_id NOT IN (SELECT trace_id FROM touched_traces)
-                   UNION ALL SELECT * FROM fresh_usage""",
-                params=[str(old_path)],
+            con.register(
+                "added_traces",
+                con.sql(
+                    "SELECT DISTINCT trace_id FROM read_parquet(?, hive_partitioning=false)", params=[added_files]
+                ).to_arrow_table(),
+            )
+            touched = con.sql("SELECT trace_id FROM added_traces").to_arrow_table()
+            seen = con.sql(
+                """SELECT DISTINCT a.trace_id FROM added_traces a
+                   JOIN trace_rows r ON r.trace_id = a.trace_id AND r.project = ? AND r.date = ?""",
+                params=[project, date],
             ).to_arrow_table()
+        finally:
+            con.close()
+        if seen.num_rows == 0:
+            return touched, self._light_spans(added_files)  # every span there is of a touched trace
+        fresh_ids = touched.filter(pc.invert(pc.is_in(touched["trace_id"], seen["trace_id"])))
+        spans = self._light_spans([str(p.path) for p in parts], seen)
+        if fresh_ids.num_rows:
+            spans = pl.concat([spans, self._light_spans(added_files, fresh_ids)], how="vertical_relaxed")
+        return touched, spans
+
+    def _publish_if_due(self, project: str, date: str, state: _DateState, force: bool = False) -> None:
+        """Write the partition's derived files from memory when they lag and are old enough (or `force`)."""
+        if not state.pending:
+            return
+        due = time.monotonic() - state.published_at >= PUBLISH_EVERY_SECONDS
+        if not (force or due or state.delta_rows >= PUBLISH_AT_DELTA_ROWS):
+            return
+        began = time.perf_counter()
+        con = self.db.cursor()
+        try:
+            usage = con.sql(
+                f"""{_STALE_FILTERED_USAGE} UNION ALL
+                    SELECT {_USAGE_NAMES} FROM usage_delta WHERE base = ?""",
+                params=[[str(state.usage_path)], str(state.usage_path)],
+            ).to_arrow_table()
+        finally:
+            con.close()
+        traces, findings = self._partition_tables(project, date)
+        # Traces last: a reader that finds it finds the others. The previous generation stays one more round,
+        # for a cost query that listed it a moment ago.
+        old = state.published_print
+        usage_path = self.derived.publish("usage", project, date, state.print_, usage, keep=old)
+        self.derived.publish("findings", project, date, state.print_, findings, keep=old)
+        self.derived.publish("traces", project, date, state.print_, traces, keep=old)
+        self._drop_delta(state)
+        state.usage_path, state.published_print = usage_path, state.print_
+        state.published_at, state.pending, state.delta_rows = time.monotonic(), False, 0
+        log.debug("published %s/%s in %.3f s", project, date, time.perf_counter() - began)
+
+    def _drop_delta(self, state: _DateState | None) -> None:
+        if state is None or not state.pending:
+            return
+        base = str(state.usage_path)
+        con = self.db.cursor()
+        try:
+            con.execute("BEGIN")
+            con.execute("DELETE FROM usage_delta WHERE base = ?", [base])
+            con.execute("DELETE FROM usage_stale WHERE base = ?", [base])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
         finally:
             con.close()
 
@@ -325,7 +369,8 @@ class TraceIndex:
             traces_path = self.derived.path("traces", project, date, print_)
             usage_path = self.derived.path("usage", project, date, print_)
             findings_path = self.derived.path("findings", project, date, print_)
-            state = _DateState(print_, version, frozenset(p.path.name for p in parts), usage_path, {})
+            names = frozenset(p.path.name for p in parts)
+            state = _DateState(print_, version, names, usage_path, published_print=print_)
             if traces_path.exists() and usage_path.exists() and findings_path.exists():
                 try:
                     return pq.read_table(traces_path), pq.read_table(findings_path), state
@@ -381,8 +426,19 @@ class TraceIndex:
         finally:
             con.close()
 
-    def _swap_traces(self, project: str, date: str, touched: pa.Table, rows: pa.Table, findings: pa.Table) -> None:
-        """Replace the partition rows and findings of the touched traces and re-merge them, in one transaction."""
+    def _swap_traces(
+        self,
+        project: str,
+        date: str,
+        state: _DateState,
+        touched: pa.Table,
+        rows: pa.Table,
+        findings: pa.Table,
+        usage: pl.DataFrame,
+    ) -> None:
+        """Replace the partition rows, findings and usage rows of the touched traces and re-merge them, in one
+        transaction."""
+        base = str(state.usage_path)
         con = self.db.cursor()
         try:
             con.execute("BEGIN")
@@ -403,6 +459,15 @@ class TraceIndex:
                 con.register("incoming", rows)
                 names = ", ".join(f'"{c}"' for c in TRACE_ROW_SCHEMA)
                 con.execute(f"INSERT INTO trace_rows SELECT ?, ?, {names} FROM incoming", [project, date])
+            con.execute("DELETE FROM usage_delta WHERE base = ? AND trace_id IN (SELECT trace_id FROM touched)", [base])
+            con.execute(
+                """INSERT INTO usage_stale SELECT ?, trace_id FROM touched
+                   WHERE trace_id NOT IN (SELECT trace_id FROM usage_stale WHERE base = ?)""",
+                [base, base],
+            )
+            if usage.height:
+                con.register("incoming_usage", usage.to_arrow())
+                con.execute(f"INSERT INTO usage_delta SELECT ?, {_USAGE_NAMES} FROM incoming_usage", [base])
             _remerge_touched(con, project)
             con.execute("COMMIT")
         except Exception:
@@ -410,9 +475,19 @@ class TraceIndex:
             raise
         finally:
             con.close()
+        state.delta_rows += usage.height
 
-    def _replace(self, project: str, date: str, rows: pa.Table | None, findings: pa.Table | None = None) -> None:
-        """Swap one partition's rows and re-merge the traces they touch, in one transaction."""
+    def _replace(
+        self,
+        project: str,
+        date: str,
+        rows: pa.Table | None,
+        findings: pa.Table | None,
+        old: _DateState | None,
+    ) -> None:
+        """Swap one partition's rows (and forget the in-memory usage of its old state) and re-merge the traces
+        they touch, in one transaction."""
+        self._drop_delta(old)
         con = self.db.cursor()
         try:
             con.execute("BEGIN")
@@ -445,12 +520,14 @@ class TraceIndex:
 
     def _scope_budgets(self, project: str, config: DetectorConfig) -> None:
         """Recompute the session, user and project budget findings and flag the traces they point at."""
-        usage = self.usage_files(project)
-        scoped = config.budgets.limits.keys() - {"trace"}
+        scoped = frozenset(config.budgets.limits.keys() - {"trace"})
+        if not scoped and self._scoped.get(project) == scoped:
+            return  # no session, user or project budget, before or now: nothing to recompute (15 ms a refresh)
+        usage = self.usage_source(project)
         con = self.db.cursor()
         try:
-            if scoped and usage:
-                rows = pl.from_arrow(con.sql("SELECT * FROM read_parquet(?)", params=[usage]).to_arrow_table())
+            if scoped and usage is not None:
+                rows = pl.from_arrow(con.sql(f"SELECT * FROM {usage[0]}", params=usage[1]).to_arrow_table())
                 found = detect_scopes(rows, config.budgets).to_arrow()  # type: ignore[arg-type]
             else:
                 found = None
@@ -481,12 +558,32 @@ class TraceIndex:
             raise
         finally:
             con.close()
-        self._scoped.add(project)
+        self._scoped[project] = scoped
 
     # --- what readers need ------------------------------------------------------------------------
 
+    def usage_source(self, project: str) -> tuple[str, list[Any]] | None:
+        """The project's counted usage rows (query/summaries.py USAGE_SCHEMA) as a parenthesised FROM item and
+        its parameters, or None when there are none: the derived files, with the rows of traces summarised
+        since a file was written replaced by their in-memory rows."""
+        states = list(self._states.get(project, {}).values())
+        if not states:
+            return None
+        clean = [str(s.usage_path) for s in states if not s.pending]
+        dirty = [str(s.usage_path) for s in states if s.pending]
+        selects, params = [], []
+        if clean:
+            selects.append(f"SELECT {_USAGE_NAMES} FROM read_parquet(?, hive_partitioning=false)")
+            params.append(clean)
+        if dirty:
+            selects.append(_STALE_FILTERED_USAGE)
+            selects.append(f"SELECT {_USAGE_NAMES} FROM usage_delta WHERE list_contains(?, base)")
+            params += [dirty, dirty]
+        return f"({' UNION ALL '.join(selects)}) AS usage", params
+
     def usage_files(self, project: str) -> list[str]:
-        return [str(p) for _, p in sorted(self._usage.get(project, {}).items())]
+        """The derived usage files (without the rows held in memory: see usage_source)."""
+        return [str(s.usage_path) for _, s in sorted(self._states.get(project, {}).items())]
 
     def span_files(self, project: str, dates: list[str] | None = None) -> list[str]:
         by_date = self._listing.get(project)

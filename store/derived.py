@@ -46,15 +46,19 @@ class DerivedStore:
     def path(self, kind: str, project: str, date: str, print_: str) -> Path:
         return self.partition_dir(kind, project, date) / f"{print_}.parquet"
 
-    def publish(self, kind: str, project: str, date: str, print_: str, table: pa.Table) -> Path:
+    def publish(
+        self, kind: str, project: str, date: str, print_: str, table: pa.Table, keep: str | None = None
+    ) -> Path:
+        """Write one derived file and remove the partition's others (but the one named by `keep`)."""
         final = self.path(kind, project, date, print_)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
         pq.write_table(table, tmp, compression="zstd", compression_level=1)
         os.replace(tmp, final)
         fsync_dir(final.parent)
+        kept = {final, self.path(kind, project, date, keep) if keep else final}
         for stale in final.parent.glob("*.parquet"):
-            if stale != final:
+            if stale not in kept:
                 stale.unlink(missing_ok=True)
         return final
 

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
 from collector.pricing import ProjectPricers
@@ -50,7 +49,9 @@ def _rounded(value: Any) -> Any:
 
 def _state(index: TraceIndex) -> dict[str, Any]:
     index.refresh(PROJECT)
-    usage = [row for path in index.usage_files(PROJECT) for row in pq.read_table(path).to_pylist()]
+    source = index.usage_source(PROJECT)
+    assert source is not None
+    usage = index.rows(f"SELECT * FROM {source[0]}", source[1])
     return _rounded(
         {
             "traces": _sorted_rows(index, "SELECT * FROM traces WHERE project = ?"),
@@ -95,6 +96,10 @@ class Follower:
         assert followed["traces"], "the lake has traces"
         for key in fresh:
             assert followed[key] == fresh[key], f"{key} differ after step {self.checks}"
+        if self.checks % 2:
+            # Every other step writes the derived files from memory: the next steps amend written files.
+            self.index.publish(PROJECT)
+            assert _state(self.index) == followed
         return paths
 
 
@@ -171,5 +176,21 @@ def test_increments_equal_a_full_derive_through_late_spans_resends_compaction_an
         report = reprice_lake(follower.lake_dir, ProjectPricers(collector.settings.data_dir / "prices").for_project)
         assert report.parts >= 1
         assert follower.check(flush=False)["whole"] >= 1
+
+        # More spans, then the files written at shutdown: a restarted index reads them and summarises nothing.
+        restarted = start_collector(collector.settings.data_dir)
+        try:
+            grpc_export(
+                restarted.grpc_port, (CAPTURED / sorted(p.name for p in CAPTURED.glob("*.binpb"))[0]).read_bytes()
+            )
+            restarted.flush()
+        finally:
+            restarted.stop()
+        before = _state(follower.index)
+        follower.index.publish(PROJECT)
+        follower.caplog.clear()
+        again = _state(TraceIndex(follower.lake_dir, configs=follower.configs))
+        assert not [r for r in follower.caplog.records if "indexed" in r.getMessage()]
+        assert again == before
     finally:
         rec.shutdown()
