@@ -6,11 +6,13 @@ Every route but /health needs a key when keys are configured and sees only its p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -91,7 +93,17 @@ def create_app(settings: Settings, index: TraceIndex | None = None) -> FastAPI:
     configs.check_all()  # a bad detector config stops the API at start, naming the file and the setting
     index = index or TraceIndex(settings.lake_dir, configs=configs)
     state = ApiState(settings, KeyRing(settings.keys_path), index, Counter())
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # The index's memory may be up to 30 s ahead of its derived files: write them, so a restart reads them
+        # instead of summarising those partitions again.
+        for project in index.projects():
+            index.publish(project)
+
     app = FastAPI(
+        lifespan=_lifespan,
         title="agentflight query API",
         version="1",
         description="Traces, sessions, users, costs and read-only SQL over the agentflight lake. "
@@ -331,6 +343,10 @@ def create_app(settings: Settings, index: TraceIndex | None = None) -> FastAPI:
             to_ns=parse_time(to, "to"),
             sessions_per_day=sessions_per_day,
         )
+
+    from query.readiness.route import router as readiness_router  # imports this module: after it has loaded
+
+    app.include_router(readiness_router)
 
     @app.post("/sql", tags=["sql"])
     def sql(caller: Caller, body: SqlRequest) -> Response:

@@ -23,7 +23,7 @@ from collector.service import Collector
 from query.detect.config import DetectorConfigs
 from query.index import TraceIndex
 from store.lake import Lake, compacted_sources
-from tests.conftest import CAPTURED, grpc_export, start_collector
+from tests.conftest import CAPTURED, grpc_export, start_api, start_collector
 from tests.detector_traces import Recorder
 from tests.test_detectors_e2e import BASE_NS, DETECTOR_CONFIG, scenarios
 
@@ -194,3 +194,36 @@ def test_increments_equal_a_full_derive_through_late_spans_resends_compaction_an
         assert again == before
     finally:
         rec.shutdown()
+
+
+def test_api_writes_lagging_derived_files_when_it_stops(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="query.index")
+    collector = start_collector(tmp_path / "data")
+    api = None
+    try:
+        captured = sorted(CAPTURED.glob("*.binpb"))
+        grpc_export(collector.grpc_port, captured[0].read_bytes())
+        collector.flush()
+        api = start_api(collector.settings)
+        with api.client() as client:
+            first = client.get("/traces", params={"limit": 500}).json()["traces"]
+            grpc_export(collector.grpc_port, captured[1].read_bytes())
+            collector.flush()
+            caplog.clear()
+            second = client.get("/traces", params={"limit": 500}).json()["traces"]
+        assert len(second) > len(first)
+        assert any("by increment" in r.getMessage() for r in caplog.records)
+        assert not any("published" in r.getMessage() for r in caplog.records)  # the files lag memory
+        caplog.clear()
+        api.stop()
+        api = None
+        assert any("published" in r.getMessage() for r in caplog.records)
+        caplog.clear()
+        restarted = TraceIndex(collector.settings.lake_dir)
+        restarted.refresh(PROJECT)
+        assert not [r for r in caplog.records if "indexed" in r.getMessage()]  # read, not summarised again
+        assert len(restarted.rows("SELECT * FROM traces", [])) == len(second)
+    finally:
+        if api is not None:
+            api.stop()
+        collector.stop()
