@@ -1,4 +1,4 @@
-"""The `agentflight` command: up, collector, sql, keys, reprice, maintain (and api/ui/demo as they land).
+"""The `agentflight` command: up, collector, sql, keys, reprice, maintain, report (and api/ui/demo as they land).
 
 Settings are parsed once here (flags, then AGENTFLIGHT_* environment, then defaults) and handed down.
 """
@@ -298,6 +298,31 @@ def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    """The readiness report, read from the lake in this process (no server needed: the index the API would
+    build is built here, reusing the derived files an API left in the lake), printed as text or JSON."""
+    import json
+
+    from query.detect.config import DetectorConfigs
+    from query.errors import QueryError
+    from query.index import TraceIndex
+    from query.readiness import report, text
+    from query.readiness.scope import window
+    from query.traces import parse_time
+
+    configs = DetectorConfigs(settings.detectors_dir)
+    configs.check_all()
+    index = TraceIndex(settings.lake_dir, configs=configs)
+    try:
+        win = window(parse_time(args.since, "--since"), parse_time(args.until, "--until"), args.service)
+        found = report.build(index, args.project, win, configs.get(args.project))
+    except QueryError as exc:
+        print(f"agentflight report: {exc.message}", file=sys.stderr)
+        return 2
+    print(json.dumps(found, indent=1, default=str) if args.json else text.render(found), end="")
+    return 0 if found["held"] is not False or not args.fail_when_not_held else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentflight",
@@ -315,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         "keys": ("create, list or revoke API keys", cmd_keys),
         "reprice": ("recompute costs of stored spans with the current price table and overrides", cmd_reprice),
         "maintain": ("compact small parts and apply retention now", cmd_maintain),
+        "report": ("print the production-readiness report (per service, last 7 days by default)", cmd_report),
     }
     for name, (help_text, handler) in commands.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
@@ -325,6 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("-c", "--query", default=None, help="run one query and exit")
         if name in ("up", "demo"):
             command.add_argument("--no-samples", action="store_true", help="do not load sample traces on a first run")
+        if name == "report":
+            command.add_argument("--project", default="default", help="the project (default: default)")
+            command.add_argument("--service", default=None, help="one service (default: all)")
+            command.add_argument("--since", default=None, help="ISO 8601 or unix ns (default: 7 days before --until)")
+            command.add_argument("--until", default=None, help="ISO 8601 or unix ns (default: now)")
+            command.add_argument("--json", action="store_true", help="the report as JSON (as GET /readiness)")
+            command.add_argument(
+                "--fail-when-not-held", action="store_true", help="exit 1 when a section does not hold (for CI)"
+            )
         if name == "reprice":
             command.add_argument("--project", default=None, help="only this project")
         if name == "keys":

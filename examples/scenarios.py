@@ -2,7 +2,9 @@
 
 Each scenario is one request to the travel agent, built to show one thing agentflight finds: healthy runs
 across many users and sessions, a tool loop, a rate-limit retry storm without backoff, a retried 401, a
-budget breach, a guardrail block, a content filter, and a tool failure the agent talks its way past.
+budget breach, a guardrail block, a content filter, a tool failure the agent talks its way past, and the
+readiness misses: a model alias instead of a pinned version, a hotel booked twice without approval, an
+injection inside a tool result, personal data in an answer, and tools called for no user.
 Everything goes through the real pipeline: openai client -> OTel SDK -> OTLP gRPC -> collector -> lake.
 """
 
@@ -18,7 +20,7 @@ import openai
 
 import sdk_helpers
 from examples.stub_llm import StubLLM
-from examples.travel_agent import RetryPolicy, TravelAgent
+from examples.travel_agent import PINNED_MODEL, RetryPolicy, TravelAgent
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +31,12 @@ LONG_ITINERARY = " ".join(f"Day {d}: museums, markets and a cooking class in Tok
 class Scenario:
     name: str
     request: str
-    user_id: str
+    user_id: str | None
     session_id: str
     expect: tuple[str, ...] = ()  # finding kinds the scenario is built to produce
-    model: str = "gpt-4o-mini"
+    expect_codes: tuple[str, ...] = ()  # and readiness codes (query/detect/readiness.py)
+    model: str = PINNED_MODEL
+    approve_side_effects: bool = True
     budget: dict[str, float] | None = None
     faults: list[dict[str, Any]] = field(default_factory=list)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -76,7 +80,7 @@ def scenarios(users: int = 8) -> list[Scenario]:
             "user-budget",
             "session-budget",
             expect=("budget",),
-            model="gpt-4o",
+            model="gpt-4o-2024-08-06",
             budget={"cost_usd": 0.02, "tokens": 10_000},
         ),
         Scenario(
@@ -99,6 +103,49 @@ def scenarios(users: int = 8) -> list[Scenario]:
             "user-lima",
             "session-lima",
             expect=("error",),
+        ),
+        # Production-readiness misses (GET /readiness, `agentflight report`).
+        Scenario(
+            "unpinned-model",
+            "Plan a weekend in Paris",
+            "user-alias",
+            "session-alias",
+            expect=("readiness",),
+            expect_codes=("unpinned_model",),
+            model="gpt-4o",
+        ),
+        Scenario(
+            "double-booking-unapproved",
+            "Book a hotel in Rome and confirm the booking",
+            "user-double",
+            "session-double",
+            expect=("readiness",),
+            expect_codes=("side_effect_repeated", "side_effect_unapproved"),
+            approve_side_effects=False,
+        ),
+        Scenario(
+            "injection-in-tool-result",
+            "Plan a weekend in Nairobi",
+            "user-nairobi",
+            "session-nairobi",
+            expect=("readiness",),
+            expect_codes=("prompt_injection",),
+        ),
+        Scenario(
+            "pii-in-answer",
+            "Plan a weekend in Kyoto and show my booking details",
+            "user-pii",
+            "session-pii",
+            expect=("readiness",),
+            expect_codes=("pii_in_output",),
+        ),
+        Scenario(
+            "tool-call-without-user",
+            "Plan a weekend in Oslo",
+            None,
+            "session-anonymous",
+            expect=("readiness",),
+            expect_codes=("tool_without_user",),
         ),
     ]
 
@@ -127,7 +174,7 @@ def run_demo(otlp_endpoint: str, *, api_key: str | None = None, users: int = 8) 
         for scenario in scenarios(users):
             for fault in scenario.faults:
                 httpx.post(f"http://127.0.0.1:{stub.port}/_stub/faults", json=fault, timeout=5).raise_for_status()
-            agent = TravelAgent(client, model=scenario.model)
+            agent = TravelAgent(client, model=scenario.model, approve_side_effects=scenario.approve_side_effects)
             try:
                 agent.run(
                     scenario.request,

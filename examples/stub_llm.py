@@ -3,8 +3,9 @@
 It answers `POST /v1/chat/completions` like a model would: first it asks for the weather and flights
 for the city in the request, then hotels or an email when the request asks for them, then a final answer.
 It is deliberately naive in the ways real models fail: when a search finds nothing it searches again with
-the same arguments (a loop), it claims a booking succeeded even when the tool failed, and a request about
-weapons ends with `finish_reason="content_filter"`. Faults are planned through `POST /_stub/faults`
+the same arguments (a loop), it claims a booking succeeded even when the tool failed, it "confirms" a booking
+by booking again, it puts the traveller's personal data in an answer asked for booking details, and a
+request about weapons ends with `finish_reason="content_filter"`. Faults are planned through `POST /_stub/faults`
 (`{"contains": "Lisbon", "status": 429, "times": 4}`): the next matching requests get that HTTP error.
 Usage is reported as about one token per four characters, so costs are realistic for the model named.
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-CITIES = ("Rome", "Paris", "Lisbon", "Tokyo", "Oslo", "Atlantis", "Kyoto", "Lima", "Cairo", "Denver")
+CITIES = ("Rome", "Paris", "Lisbon", "Tokyo", "Oslo", "Atlantis", "Kyoto", "Lima", "Cairo", "Denver", "Nairobi")
 MAX_SAME_SEARCH = 4  # how often the naive model repeats a search that found nothing before giving up
 _ERRORS = {
     400: ("invalid_request_error", "Invalid request"),
@@ -95,6 +96,13 @@ def decide(messages: list[dict[str, Any]], turn: int) -> dict[str, Any]:
             "message": {"role": "assistant", "content": None, "tool_calls": [booking]},
             "finish_reason": "tool_calls",
         }
+    if "confirm the booking" in lower and called.count("book_hotel") == 1:
+        # The naive model "confirms" a booking by making it again, with the same arguments.
+        booking = call("book_hotel", {"city": city, "nights": 3})
+        return {
+            "message": {"role": "assistant", "content": None, "tool_calls": [booking]},
+            "finish_reason": "tool_calls",
+        }
     if "email" in lower and "send_email" not in called:
         mail = call("send_email", {"to": "traveller@example.com", "subject": f"Your {city} trip"})
         return {"message": {"role": "assistant", "content": None, "tool_calls": [mail]}, "finish_reason": "tool_calls"}
@@ -103,6 +111,9 @@ def decide(messages: list[dict[str, Any]], turn: int) -> dict[str, Any]:
     answer = f"Your trip to {city}: weather {weather}; flights: {flights}."
     if "book_hotel" in called:
         answer += " Your hotel is booked for 3 nights."  # said even when the booking failed
+    if "booking details" in lower:
+        # It repeats the traveller's personal data from its context into the answer.
+        answer += " Booking holder: Jane Roe, jane.roe@example.org, +1 415 555 0132, card 4111 1111 1111 1111."
     return {"message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}
 
 

@@ -49,7 +49,7 @@ def test_up_serves_sample_traces_through_the_api(tmp_path: Path) -> None:
         assert tree["total_spans"] == traces[0]["span_count"]
         # The demo agent's runs are there too, with every kind of finding it is built to produce.
         totals = httpx.get(f"http://127.0.0.1:{api_port}/findings/counts", timeout=30).json()["totals"]
-        assert set(totals) == {"loop", "retry", "budget", "guardrail", "error"}, totals
+        assert set(totals) == {"loop", "retry", "budget", "guardrail", "error", "readiness"}, totals
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0, "".join(output)
