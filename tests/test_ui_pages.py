@@ -1,5 +1,6 @@
-"""The Costs, Flags, Sessions, Users and SQL pages (Streamlit AppTest) against a real API: over the demo agent's
-traces, over a lake whose names, ids and content are hostile markup, over an empty lake, and with the API down."""
+"""The Costs, Flags, Sessions, Users, SQL and Readiness pages (Streamlit AppTest) against a real API: over the demo
+agent's traces, over a lake whose names, ids and content are hostile markup, over an empty lake, and with the API
+down."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import sdk_helpers as af
 from tests.conftest import REPO, ApiServer, start_api, start_collector
 
 TIMEOUT = 60
-PAGES = ("costs", "flags", "sessions", "users", "sql")
+PAGES = ("costs", "flags", "sessions", "users", "sql", "readiness")
 # Markdown that would fetch from elsewhere if rendered (image, link), HTML, a bidi override and a terminal escape.
 HOSTILE = "![t](http://evil.example/t.png) <script>alert(1)</script> **bold** [x](http://evil.example/x) \u202e\x1b[31m"
 SHOWN = "<script>alert(1)</script>"  # what of it must be visible, as text
@@ -254,6 +255,29 @@ def test_sql_shows_the_apis_refusal(ui_env: ApiServer) -> None:
     assert list(at.dataframe[0].value.iloc[0]) == [1, 1, "[1, 2]", '{"x": 1}']
 
 
+# -- Readiness ----------------------------------------------------------------------------------------------
+
+
+def test_readiness_shows_each_section_with_its_checks_and_proving_traces(ui_env: ApiServer) -> None:
+    at = _page("readiness").run()
+    assert not at.exception and not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Overall"] == "NOT HELD" and int(metrics["Requests"]) > 0
+    titles = [s.value for s in at.subheader]
+    assert "Model control: NOT HELD" in titles and "Attribution coverage: NOT HELD" in titles
+    checks = [d.value for d in at.dataframe if "check" in d.value.columns]
+    rows = {r["check"]: r for frame in checks for r in frame.to_dict("records")}
+    pinned = rows["pinned model versions"]
+    assert pinned["verdict"] == "NOT HELD" and "gpt-4o" in pinned["what was seen"]
+    alias = httpx.get(f"{ui_env.url}/traces", params={"user": "user-alias"}, timeout=30).json()["traces"][0]
+    assert pinned["open"] == f"replay?trace_id={alias['trace_id']}" and pinned["proving traces"] == 1
+    assert rows["input guardrail on every request"]["verdict"] == "held"
+    # One service in the demo; choosing it keeps the verdicts and puts it in the URL.
+    at.selectbox[1].select("travel-agent").run()
+    assert not at.exception and at.query_params["service"] == "travel-agent"
+    assert {m.label: m.value for m in at.metric}["Overall"] == "NOT HELD"
+
+
 # -- the API down, an empty lake ----------------------------------------------------------------------------
 
 
@@ -325,6 +349,7 @@ def _assert_shown_as_data(at: AppTest, where: str) -> None:
         ("sessions", {"session": HOSTILE}),
         ("users", {}),
         ("users", {"user": HOSTILE}),
+        ("readiness", {}),
     ],
 )
 def test_hostile_names_and_content_are_shown_as_text(

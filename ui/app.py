@@ -16,6 +16,7 @@ def main() -> None:
             st.Page(PAGES / "traces.py", title="Traces", default=True, url_path="traces"),
             st.Page(PAGES / "replay.py", title="Replay", url_path="replay"),
             st.Page(PAGES / "flags.py", title="Flags", url_path="flags"),
+            st.Page(PAGES / "readiness.py", title="Readiness", url_path="readiness"),
             st.Page(PAGES / "costs.py", title="Costs", url_path="costs"),
             st.Page(PAGES / "sessions.py", title="Sessions", url_path="sessions"),
             st.Page(PAGES / "users.py", title="Users", url_path="users"),
