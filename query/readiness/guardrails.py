@@ -23,10 +23,10 @@ _OUTPUT = "guard_source IN ('OUTPUT', 'POSTFLIGHT', 'POST', 'POST_CALL')"
 _DAY = "strftime(make_timestamp(start_ns // 1000), '%Y-%m-%d')"
 
 
-def _finding_check(scope: Scope, name: str, code: str, what: str) -> dict[str, Any]:
+def _finding_check(scope: Scope, name: str, code: str, what: str, judged: bool) -> dict[str, Any]:
     row = scope.one(f"SELECT count(*) AS n, count(DISTINCT trace_id) AS traces FROM fi WHERE code = '{code}'")
     ids = scope.ids(f"SELECT trace_id FROM fi WHERE code = '{code}' GROUP BY trace_id ORDER BY min(start_ns)")
-    return check(name, row["n"] == 0, f"{row['traces']} trace(s) with {what}", ids)
+    return check(name, row["n"] == 0 if judged else None, f"{row['traces']} trace(s) with {what}", ids)
 
 
 def build(scope: Scope) -> dict[str, Any]:
@@ -80,14 +80,20 @@ def build(scope: Scope) -> dict[str, Any]:
             scope.ids(f"SELECT trace_id FROM ({coverage_sql}) WHERE NOT has_output ORDER BY start_ns"),
             share=output_share,
         ),
-        _finding_check(scope, "no prompt injection got through", "prompt_injection", "an injection phrasing"),
-        _finding_check(scope, "no personal data in answers", "pii_in_output", "personal data in an answer"),
+        _finding_check(
+            scope, "no prompt injection got through", "prompt_injection", "an injection phrasing", bool(traces)
+        ),
+        _finding_check(
+            scope, "no personal data in answers", "pii_in_output", "personal data in an answer", bool(traces)
+        ),
         check(
             "no token flooding",
             None if not traces else not flood,
             f"{len(flood)} request(s) with over {FLOOD_FACTOR}x their service's median input tokens",
             [r["trace_id"] for r in flood][:20],
         ),
-        _finding_check(scope, "no context window overflow", "context_overflow", "input near the context window"),
+        _finding_check(
+            scope, "no context window overflow", "context_overflow", "input near the context window", bool(traces)
+        ),
     ]
     return section("guardrails", "Guardrails coverage", checks, by_day=by_day, hit_rate=hit_rate, flooding=flood[:20])
