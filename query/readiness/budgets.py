@@ -69,7 +69,7 @@ def build(scope: Scope, config: DetectorConfig) -> dict[str, Any]:
             None if not traces else not breaches,
             f"{sum(b['breaches'] for b in breaches)} breach(es)"
             + (": " + ", ".join(f"{b['scope']} {b['metric']} x{b['breaches']}" for b in breaches) if breaches else ""),
-            [t for b in breaches for t in b["trace_ids"]][:20],
+            list(dict.fromkeys(t for b in breaches for t in b["trace_ids"]))[:20],
         ),
     ]
     return section("budgets", "Budgets", checks, breaches=breaches)

@@ -87,14 +87,15 @@ def build(scope: Scope) -> dict[str, Any]:
             f"error rate per provider at most {MAX_ERROR_RATE:.0%}",
             None if not judged else not bad_errors,
             "; ".join(f"{p['provider']} {pct(p['error_rate'])} of {p['calls']}" for p in providers) or "no model calls",
-            scope.ids("SELECT trace_id FROM sp WHERE span_type = 'llm' AND is_error ORDER BY start_ns"),
+            scope.ids("SELECT trace_id FROM sp WHERE span_type = 'llm' AND is_error GROUP BY 1 ORDER BY min(start_ns)"),
         ),
         check(
             f"429 rate per provider at most {MAX_429_RATE:.0%}",
             None if not judged else not bad_429,
             "; ".join(f"{p['provider']} {pct(p['rate_limited_rate'])}" for p in providers) or "no model calls",
             scope.ids(
-                f"SELECT trace_id FROM sp WHERE span_type = 'llm' AND is_error AND {_RATE_LIMITED} ORDER BY start_ns"
+                f"""SELECT trace_id FROM sp WHERE span_type = 'llm' AND is_error AND {_RATE_LIMITED}
+                    GROUP BY 1 ORDER BY min(start_ns)"""
             ),
         ),
     ]

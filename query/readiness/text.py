@@ -41,8 +41,8 @@ def table(rows: list[dict[str, Any]], indent: str = "      ") -> list[str]:
     columns = list(rows[0])
     cells = [[_clean(r.get(c))[:WIDTH] for c in columns] for r in rows[:TABLE_ROWS]]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = [indent + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += [indent + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    lines = [indent + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += [indent + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     if len(rows) > TABLE_ROWS:
         lines.append(f"{indent}… {len(rows) - TABLE_ROWS} more row(s)")
     return lines
