@@ -50,8 +50,7 @@ def build(index: TraceIndex, project: str, window: Window, config: DetectorConfi
         per_service = []
         if window.service is None and len(services) > 1:
             for service in services:
-                one = Window(window.from_ns, window.to_ns, service)
-                with Scope(index, project, one) as inner:
+                with scope.narrowed(service) as inner:
                     parts = sections(inner, config)
                 per_service.append(
                     {"service": service, "held": _held(parts), "sections": {s["section"]: s["held"] for s in parts}}
