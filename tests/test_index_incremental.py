@@ -24,10 +24,11 @@ from query.detect.config import DetectorConfigs
 from query.index import TraceIndex
 from store.lake import Lake, compacted_sources
 from tests.conftest import CAPTURED, grpc_export, start_api, start_collector
-from tests.detector_traces import Recorder
+from tests.detector_traces import SECOND, Recorder, agent, llm
 from tests.test_detectors_e2e import BASE_NS, DETECTOR_CONFIG, scenarios
 
 PROJECT = "default"
+DAY_NS = 86_400 * SECOND
 TAU = (CAPTURED / "tau_replay_openinference_10.binpb").read_bytes()
 
 
@@ -136,6 +137,22 @@ def test_increments_equal_a_full_derive_through_late_spans_resends_compaction_an
             assert paths["whole"] == 0
             increments += paths["increment"]
         assert increments >= len(captured) - 1
+
+        # A trace across midnight: rows in two partitions, merged; its late span lands in the second one.
+        midnight = BASE_NS // DAY_NS * DAY_NS
+        across = Recorder(collector.grpc_port, midnight - 30 * SECOND)
+        try:
+            t = across.trace("midnight")
+            t.span("root", "invoke_agent night", 0, 90, agent("night"))
+            t.span("before", "chat acme-chat", 1, 2, llm(100, 10, 0.001))
+            t.span("after", "chat acme-chat", 40, 41, llm(200, 20, 0.002), late=True)
+            follower.check()
+            across.send_late()
+            assert follower.check()["increment"] == 1
+        finally:
+            across.shutdown()
+        merged = follower.index.rows("SELECT dates, span_count FROM traces WHERE trace_id = ?", [t.trace_id])
+        assert [len(merged[0]["dates"]), merged[0]["span_count"]] == [2, 3]
 
         # The late spans change verdicts (a loop appears, a retry recovers): increments again.
         assert rec.send_late() > 0
