@@ -151,8 +151,8 @@ def test_increments_equal_a_full_derive_through_late_spans_resends_compaction_an
             assert follower.check()["increment"] == 1
         finally:
             across.shutdown()
-        merged = follower.index.rows("SELECT dates, span_count FROM traces WHERE trace_id = ?", [t.trace_id])
-        assert [len(merged[0]["dates"]), merged[0]["span_count"]] == [2, 3]
+        midnight_row = follower.index.rows("SELECT dates, span_count FROM traces WHERE trace_id = ?", [t.trace_id])
+        assert [len(midnight_row[0]["dates"]), midnight_row[0]["span_count"]] == [2, 3]
 
         # The late spans change verdicts (a loop appears, a retry recovers): increments again.
         assert rec.send_late() > 0
@@ -168,8 +168,8 @@ def test_increments_equal_a_full_derive_through_late_spans_resends_compaction_an
         groups = list(lake.compaction_candidates("spans", min_parts=2, small_bytes=1 << 30))
         assert groups
         for group in groups:
-            merged, _ = lake.compact(group)
-            assert compacted_sources(merged) == {p.path.name for p in group}
+            compacted, _ = lake.compact(group)
+            assert compacted_sources(compacted) == {p.path.name for p in group}
         assert follower.check() == {"whole": 0, "increment": 0}
 
         # New spans compacted with old ones before the index saw them: the merge holds new content.
