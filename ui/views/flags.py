@@ -57,7 +57,8 @@ def filters() -> dict[str, Any]:
 def _query(values: dict[str, Any]) -> dict[str, Any]:
     return {
         "from": since(values["range"]),
-        "kind": ",".join(values["kind"]),
+        # Any kind means any flag kind: readiness findings are not flags and have their own page (readiness.py).
+        "kind": ",".join(values["kind"] or KINDS),
         "severity": ",".join(values["severity"]),
     }
 
