@@ -19,9 +19,10 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from query.lineage import MODEL_SPAN_TYPES, ancestors, counted_spans
+
 SPAN_KINDS = {"UNSPECIFIED": 0, "INTERNAL": 1, "SERVER": 2, "CLIENT": 3, "PRODUCER": 4, "CONSUMER": 5}
 STATUS_CODES = {"UNSET": 0, "OK": 1, "ERROR": 2}
-MODEL_SPAN_TYPES = ("llm", "embedding")
 TOKEN_KEYS = (
     ("input", "input_tokens"),
     ("output", "output_tokens"),
@@ -269,27 +270,6 @@ def _root(ordered: list[dict[str, Any]]) -> dict[str, Any] | None:
     return ordered[0] if ordered else None
 
 
-def _ancestors(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> Iterable[str]:
-    seen: set[str] = set()
-    parent = span.get("parent_span_id")
-    while parent and parent in by_id and parent not in seen:  # `seen` stops a parent cycle
-        seen.add(parent)
-        yield parent
-        parent = by_id[parent].get("parent_span_id")
-
-
-def _has_usage(span: dict[str, Any]) -> bool:
-    tokens = abs(span.get("input_tokens") or 0) + abs(span.get("output_tokens") or 0)
-    return span.get("span_type") in MODEL_SPAN_TYPES and (tokens > 0 or span.get("cost_usd") is not None)
-
-
-def _counted(ordered: list[dict[str, Any]], by_id: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """DESIGN invariant 4: the leaf model spans with usage (no model span with usage below them)."""
-    with_usage = [s for s in ordered if _has_usage(s)]
-    covered = {a for s in with_usage for a in _ancestors(s, by_id) if _has_usage(by_id[a])}
-    return [s for s in with_usage if s.get("span_id") not in covered]
-
-
 def _usage(counted: list[dict[str, Any]]) -> tuple[dict[str, int | None], float | None, int]:
     tokens: dict[str, int | None] = {}
     for key, column in TOKEN_KEYS:
@@ -313,7 +293,7 @@ class _Requests:
 
     def __init__(self, llm_calls: list[_LlmCall], by_id: dict[str, dict[str, Any]]) -> None:
         llm_ids = {span.get("span_id") for span, _, _ in llm_calls}
-        wrappers = {a for span, _, _ in llm_calls for a in _ancestors(span, by_id) if a in llm_ids}
+        wrappers = {a for span, _, _ in llm_calls for a in ancestors(span, by_id) if a in llm_ids}
         self.requested: list[tuple[int, str, dict[str, Any]]] = []  # (model call end, its span id, part)
         self.responses: list[tuple[int, str, Any]] = []  # (model call start, call id, response)
         for span, inputs, outputs in llm_calls:
@@ -429,7 +409,7 @@ def trace_to_eval_case(
     if answer is None and root_out:
         answer = _message_text(root_out)
 
-    counted = _counted(ordered, by_id)
+    counted = counted_spans(ordered, by_id)
     tokens, cost, unpriced = _usage(counted)
     models: list[str] = []
     for span in ordered:

@@ -32,6 +32,7 @@ from query.part_changes import new_content
 from query.summaries import LIGHT_COLUMNS, TRACE_ROW_SCHEMA, USAGE_SCHEMA, summarise
 from store.derived import DerivedStore, fingerprint
 from store.layout import Part
+from store.trace_reader import TraceReader
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ class TraceIndex:
         # The metadata cache keeps part footers parsed between lookups (24 -> 18 ms for a trace over 3 parts).
         self.db = duckdb.connect(config={"threads": threads})
         self.db.execute("SET parquet_metadata_cache = true")  # needs the (built-in) parquet extension loaded
+        self.trace_reader = TraceReader(self.db)
         self.db.execute(f"CREATE TABLE trace_rows (project VARCHAR, date VARCHAR, {_ROW_COLUMNS})")
         self.db.execute(f"CREATE TABLE traces AS {_MERGE_SELECT} WHERE false GROUP BY project, trace_id")
         # Trace-by-id looks a trace up among a million summaries: an index turns a 30 ms scan into a probe.

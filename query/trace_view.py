@@ -13,14 +13,16 @@ import re
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from query import findings
 from query.errors import NotFound
 from query.index import TraceIndex
-from query.lineage import TOKEN_COLUMNS, with_lineage
+from query.lineage import TOKEN_COLUMNS, counted_spans
 from query.summaries import LIGHT_COLUMNS
 from query.traces import SUMMARY_COLUMNS, iso, summary_json
 from query.tree import Node, build_tree
+from store.schema import SPAN_SCHEMA
 
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _SPAN_ID = re.compile(r"^[0-9a-f]{16}$")
@@ -61,23 +63,17 @@ def locate(index: TraceIndex, project: str, trace_id: str) -> dict[str, Any]:
 
 
 def _read(index: TraceIndex, files: list[str], trace_id: str, columns: tuple[str, ...]) -> pl.DataFrame:
-    selected = ", ".join(f'"{c}"' for c in columns)
-    con = index.cursor()
-    try:
-        return pl.from_arrow(  # type: ignore[return-value]
-            con.sql(
-                # Materialising the filtered rows first keeps the trace_id filter in the Parquet scan: with the
-                # window in the same block DuckDB planned it worse (44 -> 27 ms over a 10M lake's 3-part day).
-                f"""WITH hits AS MATERIALIZED (
-                    SELECT {selected} FROM read_parquet(?, hive_partitioning=false, union_by_name=true)
-                    WHERE trace_id = ?)
-                SELECT * FROM hits
-                QUALIFY row_number() OVER (PARTITION BY span_id ORDER BY received_at_unix_nano DESC) = 1""",
-                params=[files, trace_id],
-            ).to_arrow_table()
-        )
-    finally:
-        con.close()
+    """The trace's spans, the newest copy of each (store/trace_reader.py reads only the row groups holding it)."""
+    table = index.trace_reader.read(files, trace_id, columns)
+    if table is None:
+        table = pa.schema([SPAN_SCHEMA.field(c) for c in columns]).empty_table()
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return (
+        frame.sort("received_at_unix_nano", descending=True, nulls_last=True)
+        .unique(subset="span_id", keep="first", maintain_order=True)
+        .select([pl.col(c) if c in frame.columns else pl.lit(None).alias(c) for c in columns])
+    )
 
 
 def _parse_json(text: str | None) -> Any:
@@ -201,8 +197,12 @@ def get_trace(
     inline = with_content and summary["span_count"] <= DEFAULT_CONTENT_SPANS
     columns = (*NODE_COLUMNS, *(CONTENT_COLUMNS if inline else ()), "received_at_unix_nano")
     spans = _read(index, files, trace_id, columns)
-    lined = with_lineage(spans) if spans.height else spans.with_columns(counted=pl.lit(False))
-    nodes = build_tree(lined.to_dicts())
+    rows = spans.to_dicts()
+    by_id = {r["span_id"]: r for r in rows}
+    counted = {id(r) for r in counted_spans(rows, by_id)}
+    for row in rows:
+        row["counted"] = id(row) in counted
+    nodes = build_tree(rows)
     visible = [n for n in nodes if max_depth is None or n.depth <= max_depth]
     page = visible[offset : offset + limit]
     trace_start = summary["start_ns"]
@@ -220,8 +220,8 @@ def get_trace(
     for entry in out_nodes:
         entry["flags"] = sorted(flagged.get(entry["span_id"], ()))
     if with_content and page:
-        rows = lined.select("span_id", *CONTENT_COLUMNS).to_dicts() if inline else None
-        _attach_content(index, project, dates, trace_id, lined, out_nodes, rows)
+        inline_rows = spans.select("span_id", *CONTENT_COLUMNS).to_dicts() if inline else None
+        _attach_content(index, project, dates, trace_id, spans, out_nodes, inline_rows)
     return {
         "trace": summary_json(summary),
         "total_spans": len(nodes),
