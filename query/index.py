@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # Bump when summaries change shape or meaning (detectors have their own version): every partition's derived
 # files are then rebuilt.
 DERIVED_VERSION = f"findings-4/detectors-{DETECTORS_VERSION}"
+_PRINTS_KEPT = 10_000  # fingerprints remembered (one per partition state; cleared whole when full)
 _READ_RETRIES = 3  # compaction may retire a part between listing and reading it
 
 _SQL_TYPES = {
@@ -170,6 +171,7 @@ class TraceIndex:
         # The span parts the latest refresh listed: every read refreshes first, so this listing is at least as
         # new as the reader's own, and reading it saves listing the lake a second time (2.5 ms at 10M spans).
         self._listing: dict[str, dict[str, list[Part]]] = {}
+        self._prints: dict[tuple[str, tuple[str, ...]], str] = {}  # (version, part names) -> fingerprint
         self._lock = threading.Lock()
         self.last_refresh_seconds = 0.0
 
@@ -203,8 +205,13 @@ class TraceIndex:
                     self.derived.drop(kind, project, date)
                 changed = True
             for date, parts in sorted(by_date.items()):
-                print_ = fingerprint(parts, version)
                 state = states.get(date)
+                # Parts are immutable and uniquely named: the same names need no stat of every part again.
+                key = (version, tuple(p.path.name for p in parts))
+                print_ = self._prints.get(key) or fingerprint(parts, version)
+                if len(self._prints) > _PRINTS_KEPT:
+                    self._prints.clear()
+                self._prints[key] = print_
                 if state is not None and state.print_ == print_:
                     self._publish_if_due(project, date, state)
                     continue

@@ -35,6 +35,8 @@ class DerivedStore:
     def __init__(self, lake_root: Path) -> None:
         self.layout = LakeLayout(lake_root)
         self.root = lake_root / "_derived"
+        # partition directory -> (its mtime when listed, its parts then)
+        self._listings: dict[str, tuple[int, list[Part]]] = {}
 
     def partition_dir(self, kind: str, project: str, date: str) -> Path:
         if kind not in DERIVED_KINDS:
@@ -81,13 +83,37 @@ class DerivedStore:
         shutil.rmtree(self.partition_dir(kind, project, date), ignore_errors=True)
 
     def spans_by_date(self, project: str) -> dict[str, list[Part]]:
-        by_date: dict[str, list[Part]] = {}
-        for part in self.layout.parts("spans", project):
-            by_date.setdefault(part.date, []).append(part)
-        return by_date
+        return self._by_date("spans", project)
 
     def events_by_date(self, project: str) -> dict[str, list[Part]]:
+        return self._by_date("events", project)
+
+    def _by_date(self, table: str, project: str) -> dict[str, list[Part]]:
+        """A table's parts per date partition. A partition directory is listed again only when its mtime has
+        changed (a part renamed in or out): parts are immutable, so the last listing still holds otherwise.
+        Every API read lists the lake first; globbing a 10M-span lake's 600 parts took 2.5 ms of it."""
+        base = self.layout.partition_dir(table, project, "x").parent
         by_date: dict[str, list[Part]] = {}
-        for part in self.layout.parts("events", project):
-            by_date.setdefault(part.date, []).append(part)
+        try:
+            entries = list(os.scandir(base))
+        except FileNotFoundError:
+            return by_date
+        for entry in sorted(entries, key=lambda e: e.name):
+            if not entry.name.startswith("date=") or not entry.is_dir():
+                continue
+            try:
+                mtime = entry.stat().st_mtime_ns
+            except FileNotFoundError:
+                continue  # dropped by retention a moment ago
+            cached = self._listings.get(entry.path)
+            if cached is None or cached[0] != mtime:
+                date = entry.name.split("=", 1)[1]
+                paths = sorted(Path(entry.path).glob("*.parquet"))
+                cached = (mtime, [Part(table, project, date, path) for path in paths])
+                self._listings[entry.path] = cached
+            if cached[1]:
+                by_date[cached[1][0].date] = cached[1]
+        listed = {entry.path for entry in entries}
+        for path in [p for p in self._listings if p.startswith(str(base) + os.sep) and p not in listed]:
+            del self._listings[path]  # a partition retention dropped
         return by_date
