@@ -111,8 +111,6 @@ def test_the_model_calls_nest_under_the_agent_span(demo: tuple[Collector, ApiSer
 def test_readiness_evidence_for_the_demo_misses(demo: tuple[Collector, ApiServer, Any]) -> None:
     _, api, _ = demo
     codes = lambda user: {f["code"]: f for f in _trace_of(api, user)["findings"]}  # noqa: E731
-    alias = codes("user-alias")["unpinned_model"]["evidence"]
-    assert (alias["model"], alias["response_models"]) == ("gpt-4o", ["gpt-4o-2024-08-06"])
     double = codes("user-double")
     assert double["side_effect_repeated"]["evidence"]["tool"] == "book_hotel"
     assert double["side_effect_repeated"]["evidence"]["executions"] == 2
@@ -133,6 +131,8 @@ def test_the_readiness_report_for_the_demo(demo: tuple[Collector, ApiServer, Any
     assert report["held"] is False and [s["service"] for s in report["services"]] == ["travel-agent"]
     assert checks["pinned model versions"]["held"] is False
     assert checks["pinned model versions"]["trace_ids"] == [alias_trace]
+    (alias,) = checks["pinned model versions"]["aliases"]
+    assert (alias["model"], alias["response_models"], alias["traces"]) == ("gpt-4o", ["gpt-4o-2024-08-06"], 1)
     assert checks["input guardrail on every request"]["held"] is True  # the agent checks every request
     assert checks["output guardrail on every request"]["held"] is False  # and no answer
     for name, user in (

@@ -84,22 +84,6 @@ def root(trace: str, user: str | None = "u-1") -> dict[str, Any]:
 # --- model control -----------------------------------------------------------------------------------------
 
 
-def test_unpinned_alias_fires_once_per_alias_and_dated_ids_do_not() -> None:
-    rows = [
-        root("t1"),
-        chat("t1", "a", 1, provider="openai", request_model="gpt-4o-mini", response_model="gpt-4o-mini-2024-07-18"),
-        chat("t1", "b", 2, provider="openai", request_model="gpt-4o-mini", response_model="gpt-4o-mini-2024-07-18"),
-        root("t2"),
-        chat("t2", "a", 1, provider="openai", request_model="gpt-4o-mini-2024-07-18"),
-        chat("t2", "b", 2, provider="anthropic", request_model="claude-3-5-sonnet-20241022"),
-        chat("t2", "c", 3, provider="acme", request_model="acme-chat"),  # unknown provider: not judged
-    ]
-    found = findings(rows)
-    assert found.select("trace_id", "code", "span_id", "severity").rows() == [("t1", "unpinned_model", "a", "info")]
-    evidence = json.loads(found["evidence"][0])
-    assert evidence["calls"] == 2 and evidence["response_models"] == ["gpt-4o-mini-2024-07-18"]
-
-
 @pytest.mark.parametrize(
     ("provider", "requested", "answered", "unpinned"),
     [

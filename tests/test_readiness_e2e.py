@@ -121,7 +121,6 @@ def per_trace_scenarios(rec: Recorder) -> None:
 
 
 EXPECTED = {
-    "unpinned": [("unpinned_model", "info", "llm")],
     "injection": [("prompt_injection", "warning", "fetch")],
     "injection_base64": [("prompt_injection", "warning", "fetch")],
     "pii": [("pii_in_output", "warning", "llm")],
@@ -261,8 +260,6 @@ def _evidence(stack: Stack, name: str) -> dict[str, Any]:
 
 
 def test_readiness_evidence(stack: Stack) -> None:
-    unpinned = _evidence(stack, "unpinned")
-    assert (unpinned["model"], unpinned["response_models"]) == ("gpt-4o-mini", ["gpt-4o-mini-2024-07-18"])
     injection = _evidence(stack, "injection")
     assert (injection["source"], injection["tool"], injection["pattern"]) == (
         "tool_result",
@@ -280,14 +277,18 @@ def test_readiness_evidence(stack: Stack) -> None:
     assert (unapproved["tools"], unapproved["rejected_approvals"]) == (["book_flight"], 1)
     assert _evidence(stack, "anonymous_mcp")["mcp_tool_calls"] == 1
     listed = stack.get("/findings", kind="readiness", limit=500)["findings"]
-    assert (
-        sorted(f["code"] for f in listed)
-        == sorted(c for v in EXPECTED.values() for c, _, _ in v)
-        + [
-            "unpinned_model"  # the drift and steady services ask for gpt-4o and get a dated snapshot (4 traces)
-        ]
-        * 4
-    )
+    assert sorted(f["code"] for f in listed) == sorted(c for v in EXPECTED.values() for c, _, _ in v)
+
+
+def test_unpinned_aliases_are_judged_by_the_report_not_per_trace(stack: Stack) -> None:
+    pinned = stack.checks("readiness-e2e")["pinned model versions"]
+    assert pinned["held"] is False
+    (alias,) = [a for a in pinned["aliases"] if a["model"] == "gpt-4o-mini"]
+    assert (alias["calls"], alias["traces"], alias["response_models"]) == (1, 1, ["gpt-4o-mini-2024-07-18"])
+    assert alias["trace_ids"] == [stack.trace_id("unpinned")]  # the near miss asked for the snapshot by name
+    assert stack.trace_id("unpinned_near") not in pinned["trace_ids"]
+    # The drift and steady services ask for gpt-4o and get dated snapshots: aliases too.
+    assert stack.checks()["pinned model versions"]["held"] is False
 
 
 # --- the report's checks -------------------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 Kind `readiness`, one finding per trace and code (pointing at the first span concerned, listing them all):
 
-- `unpinned_model` (info): a model call asked for a moving alias (`gpt-4o`, `claude-3-5-sonnet-latest`) rather
-  than a pinned version; the rule is in models.py. One finding per requested alias.
 - `prompt_injection` (warning): an injection phrasing ("ignore previous instructions", a role-play override, a
   base64-wrapped instruction) in a model's non-system input or in a tool's result (content.py).
 - `pii_in_output` (warning): an email, phone number, Luhn-valid card number or national id (US SSN, UK NINO) in
@@ -18,15 +16,16 @@ Kind `readiness`, one finding per trace and code (pointing at the first span con
 - `tool_without_user` (info): the trace called tools (MCP `mcp.*` tool calls included) and no span carries a
   user identity, so the tools acted for nobody a scoped credential could name.
 
+Unpinned model aliases are judged by the readiness report (query/readiness/models.py), not here: they are a
+property of how an agent is configured, and as a finding they sat on every trace of an agent on an alias.
 Readiness findings are not trace flags (query/summaries.py): they describe how an agent is built, and would
-otherwise mark most traces of an agent that, say, uses an alias. They are on the trace, in `GET /findings`
+otherwise mark most traces of, say, an agent without approval steps. They are on the trace, in `GET /findings`
 and in the readiness report (query/readiness/).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from collections import defaultdict
 from typing import Any
@@ -35,7 +34,7 @@ import polars as pl
 
 from query.detect import content, models
 from query.detect.config import DetectorConfig, ReadinessSettings
-from query.detect.finding import FINDING_SCHEMA, Finding, finding_id, frame, one_line
+from query.detect.finding import Finding, frame
 from query.detect.signals import json_object, normalised_arguments
 
 KIND = "readiness"
@@ -49,7 +48,6 @@ def detect(spans: pl.DataFrame, config: DetectorConfig) -> pl.DataFrame:
     findings: list[Finding] = []
     frames: list[pl.DataFrame] = []
     checks: tuple[tuple[str, Any], ...] = (
-        ("unpinned_model", _unpinned),
         ("prompt_injection", _injection),
         ("pii_in_output", _pii),
         ("context_overflow", _context_overflow),
@@ -90,72 +88,6 @@ def _by_trace(rows: pl.DataFrame, *keys: str) -> dict[tuple[Any, ...], list[dict
 
 
 # --- model control ------------------------------------------------------------------------------------------
-
-
-def _unpinned(spans: pl.DataFrame, settings: ReadinessSettings) -> list[Finding] | pl.DataFrame:
-    calls = spans.filter((pl.col("span_type") == "llm") & pl.col("request_model").is_not_null())
-    if calls.height == 0:
-        return []
-    # The rule runs once per distinct (provider, requested, answered) triple: a partition has a handful.
-    triples = calls.select("provider", "request_model", "response_model").unique()
-    reasons = triples.with_columns(
-        pl.Series(
-            "_reason",
-            [models.unpinned_reason(p, r, a, settings.pinned_models) for p, r, a in triples.iter_rows()],
-            dtype=pl.String,
-        )
-    ).filter(pl.col("_reason").is_not_null())
-    if reasons.height == 0:
-        return []
-    flagged = calls.join(reasons, on=["provider", "request_model", "response_model"], how="inner", nulls_equal=True)
-    # An agent on an alias has this finding on every trace (11,176 of 8,422 traces' worth in the 100k-span
-    # benchmark lake): the findings are built column-wise, not through Finding objects (0.68 -> 0.1 s there).
-    groups = (
-        flagged.sort("start_time_unix_nano", "span_id")
-        .group_by("trace_id", "request_model", maintain_order=True)
-        .agg(
-            pl.col("span_id").first().alias("first_span"),
-            pl.col("start_time_unix_nano").first().alias("start_ns"),
-            pl.col("span_id").alias("span_ids"),
-            pl.col("provider").first(),
-            pl.col("_reason").first(),
-            pl.col("response_model").drop_nulls().unique().sort().alias("answered"),
-        )
-    )
-    evidence, messages, ids = [], [], []
-    columns = ("trace_id", "request_model", "first_span", "span_ids", "provider", "_reason", "answered")
-    for trace_id, alias, span_id, span_ids, provider, reason, answered in zip(
-        *(groups[c].to_list() for c in columns), strict=True
-    ):
-        text = json.dumps(
-            {
-                "calls": len(span_ids),
-                "model": alias,
-                "provider": provider,
-                "reason": reason,
-                "response_models": answered,
-                "span_ids": span_ids,
-            },
-            sort_keys=True,
-        )
-        evidence.append(text)
-        ids.append(finding_id(trace_id, span_id, KIND, "unpinned_model", text))
-        by = f" (answered by {', '.join(answered)})" if answered else ""
-        messages.append(one_line(f"{len(span_ids)} call(s) to the unpinned model alias {alias}{by}"))
-    return groups.select(
-        pl.Series("finding_id", ids, dtype=pl.String),
-        "trace_id",
-        pl.col("first_span").alias("span_id"),
-        "span_ids",
-        pl.lit(KIND).alias("kind"),
-        pl.lit("unpinned_model").alias("code"),
-        pl.lit("info").alias("severity"),
-        pl.Series("message", messages, dtype=pl.String),
-        pl.Series("evidence", evidence, dtype=pl.String),
-        "start_ns",
-        pl.lit(None, pl.Int64).alias("wasted_tokens"),
-        pl.lit(None, pl.Float64).alias("wasted_cost_usd"),
-    ).cast(FINDING_SCHEMA)  # type: ignore[arg-type]
 
 
 def _context_overflow(spans: pl.DataFrame, settings: ReadinessSettings) -> list[Finding]:

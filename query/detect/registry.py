@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 Detector = Callable[[pl.DataFrame, DetectorConfig], pl.DataFrame]
 
 # Bump when any detector's findings change shape or meaning: stored findings are then recomputed.
-DETECTORS_VERSION = "2"  # 2: readiness checks; approval and MCP attributes read
+DETECTORS_VERSION = "3"  # 2: readiness checks; approval and MCP attributes read; 3: unpinned in the report
 
 DETECTORS: dict[str, Detector] = {
     "error": errors.detect,

@@ -1,6 +1,8 @@
 """Readiness section "model control": unpinned aliases, silent drift behind an alias, and the routing table.
 
-- Unpinned: the `unpinned_model` findings (query/detect/models.py has the rule), and, not judged per trace,
+- Unpinned: model calls that asked for a moving alias (query/detect/models.py has the rule), judged here per
+  distinct (provider, requested, answered) triple of the window's calls rather than stored as a finding on
+  every trace (an agent on an alias would put one on each: 1.1M of a 10M-span lake's 1.5M findings); and
   undated ids at providers that alias them (`gpt-4o` whose answers name no version) listed as likely aliases.
 - Silent drift: one requested model answered by a different response model on a later day than before
   (`gpt-4o` served by `gpt-4o-2024-08-06`, then by `gpt-4o-2024-11-20`): the proof is the first trace of the
@@ -13,20 +15,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from query.detect.models import ALIASING_PROVIDERS, known, pinned_id
+from query.detect.config import ReadinessSettings
+from query.detect.models import ALIASING_PROVIDERS, known, pinned_id, unpinned_reason
 from query.readiness.scope import EXAMPLES, Scope
 from query.readiness.verdict import check, section
 
 _DAY = "strftime(make_timestamp(start_ns // 1000), '%Y-%m-%d')"
 
 
-def build(scope: Scope) -> dict[str, Any]:
-    unpinned = scope.rows(
-        """SELECT json_extract_string(evidence, '$.model') AS model, count(*) AS traces,
-                  sum(TRY_CAST(json_extract(evidence, '$.calls') AS BIGINT))::BIGINT AS calls,
-                  list(trace_id ORDER BY start_ns)[1:20] AS trace_ids
-           FROM fi WHERE code = 'unpinned_model' GROUP BY ALL ORDER BY calls DESC"""
-    )
+def build(scope: Scope, settings: ReadinessSettings) -> dict[str, Any]:
+    unpinned = _unpinned(scope, settings)
     undated = [
         r
         for r in scope.rows(
@@ -78,6 +76,36 @@ def build(scope: Scope) -> dict[str, Any]:
         ),
     ]
     return section("model_control", "Model control", checks, routing=routing)
+
+
+def _unpinned(scope: Scope, settings: ReadinessSettings) -> list[dict[str, Any]]:
+    """Per requested alias: calls, traces, the models that answered, and the first traces (as proof)."""
+    if not settings.enabled("unpinned_model"):
+        return []
+    triples = scope.rows(
+        """SELECT provider, request_model, response_model, count(*) AS calls,
+                  list(DISTINCT trace_id) AS trace_ids, min(start_ns) AS first_ns
+           FROM sp WHERE span_type = 'llm' AND request_model IS NOT NULL GROUP BY ALL"""
+    )
+    by_alias: dict[str, dict[str, Any]] = {}
+    for row in sorted(triples, key=lambda r: r["first_ns"]):
+        reason = unpinned_reason(row["provider"], row["request_model"], row["response_model"], settings.pinned_models)
+        if reason is None:
+            continue
+        alias = by_alias.setdefault(
+            row["request_model"],
+            {"model": row["request_model"], "provider": row["provider"], "reason": reason, "calls": 0,
+             "response_models": [], "trace_ids": []},
+        )  # fmt: skip
+        alias["calls"] += row["calls"]
+        if row["response_model"] and row["response_model"] not in alias["response_models"]:
+            alias["response_models"].append(row["response_model"])
+        alias["trace_ids"] += [t for t in sorted(row["trace_ids"]) if t not in alias["trace_ids"]]
+    out = sorted(by_alias.values(), key=lambda a: -a["calls"])
+    for alias in out:
+        alias["traces"] = len(alias["trace_ids"])
+        alias["trace_ids"] = alias["trace_ids"][:EXAMPLES]
+    return out
 
 
 def _drift(scope: Scope) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def sections(scope: Scope, config: DetectorConfig) -> list[dict[str, Any]]:
     return [
-        models.build(scope),
+        models.build(scope, config.readiness),
         guardrails.build(scope),
         budgets.build(scope, config),
         tools.build(scope),
