@@ -289,13 +289,17 @@ ROLE_LABELS = {"main": "main process", "forkserver": "forkserver", "workers": "c
 
 
 def process_role(pid: int, depth: int) -> str:
-    """'main' (the collector), 'forkserver', or 'workers' (every other descendant: the lake writers today)."""
+    """'main' (the collector), 'forkserver', 'writer <n>' (a lake writer, by the name it gives itself in
+    /proc/<pid>/comm) or 'workers' (any other descendant, or a writer before it has named itself)."""
     if depth == 0:
         return "main"
     try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
-        command = ""
+        name = command = ""
+    if name.startswith("af-writer-"):
+        return f"writer {name.removeprefix('af-writer-')}"
     return "forkserver" if depth == 1 and "forkserver" in command else "workers"
 
 
@@ -319,6 +323,7 @@ class ProcessSampler(threading.Thread):
         self.peak_kb = 0
         self.last_kb = 0
         self.peak_kb_by_role: Counter[str] = Counter()
+        self.last_kb_by_role: Counter[str] = Counter()
         self.peak_pss_kb = 0  # proportional set size: pages shared by the forkserver and writers counted once
         self.samples = 0
         self.roles: dict[int, str] = {}
@@ -334,7 +339,7 @@ class ProcessSampler(threading.Thread):
         pss_kb = 0
         with self._lock:
             for pid, depth in tree.items():
-                if pid not in self.roles:
+                if self.roles.get(pid, "workers") == "workers":  # a new writer names itself a moment after start
                     self.roles[pid] = process_role(pid, depth)
                 by_role[self.roles[pid]] += status_kb(pid, "VmRSS")
                 pss_kb += pss_kb_of(pid)
@@ -343,6 +348,7 @@ class ProcessSampler(threading.Thread):
                     self.cpu_last[pid] = cpu
             self.peak_pss_kb = max(self.peak_pss_kb, pss_kb)
             self.last_kb = sum(by_role.values())
+            self.last_kb_by_role = by_role
             self.peak_kb = max(self.peak_kb, self.last_kb)
             for role, kb in by_role.items():
                 self.peak_kb_by_role[role] = max(self.peak_kb_by_role[role], kb)

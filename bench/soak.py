@@ -6,7 +6,8 @@ open file descriptors and part files, sampled every few seconds.
 
 Targets (issue 7): RSS growth at most 10 % (the last minute's mean against the second minute's, after the
 start-up), p99 export latency reported, file descriptors and part files not growing beyond what compaction
-bounds them to.
+bounds them to. The RSS of every process role (main, forkserver, each writer) is printed minute by minute, its
+mean, and its floor (the minute's lowest sample: a leak raises the floor, a merge running raises only the mean).
 """
 
 from __future__ import annotations
@@ -38,6 +39,22 @@ def _fds(root: int) -> int:
     return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in process_tree(root) if os.path.isdir(f"/proc/{pid}/fd"))
 
 
+def print_series(by_role: list[tuple[float, dict[str, float]]]) -> None:
+    """Per minute and per process role: the mean RSS of the samples, and in brackets their lowest."""
+    roles = sorted({role for _, sample in by_role for role in sample})
+    print("collector RSS per minute, MB: mean [lowest sample] per process role, and the tree's total")
+    print("minute  " + "".join(f"{role:>16}" for role in roles) + f"{'total':>16}")
+    for minute in range(int(by_role[-1][0] // 60) + 1 if by_role else 0):
+        rows = [sample for elapsed, sample in by_role if minute * 60 <= elapsed < (minute + 1) * 60]
+        if not rows:
+            continue
+        cells = []
+        for role in [*roles, None]:
+            values = [sum(r.values()) if role is None else r.get(role, 0.0) for r in rows]
+            cells.append(f"{statistics.mean(values):>8,.0f} [{min(values):>4,.0f}]")
+        print(f"{minute + 1:>6}  " + "".join(f"{cell:>16}" for cell in cells))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -51,6 +68,7 @@ def main() -> int:
     lake = folder / "data" / "lake" / "spans"
     latencies: list[float] = []
     samples: list[tuple[float, float, int, int]] = []  # (elapsed s, RSS MB, fds, part files)
+    by_role: list[tuple[float, dict[str, float]]] = []  # (elapsed s, RSS MB per process role)
     failures = 0
     codes: dict[str, int] = {}
     stop = threading.Event()
@@ -59,7 +77,9 @@ def main() -> int:
     def watch() -> None:
         while not stop.wait(SAMPLE_SECONDS):
             parts = sum(1 for _ in lake.rglob("*.parquet")) if lake.exists() else 0
-            samples.append((time.monotonic() - began, sampler.last_kb / 1024, _fds(collector.process.pid), parts))
+            elapsed = time.monotonic() - began
+            samples.append((elapsed, sampler.last_kb / 1024, _fds(collector.process.pid), parts))
+            by_role.append((elapsed, {role: kb / 1024 for role, kb in sampler.last_kb_by_role.items()}))
 
     interval = SPANS_PER_REQUEST / args.rate
     index = 0
@@ -95,6 +115,7 @@ def main() -> int:
     p50, p99 = statistics.median(latencies), statistics.quantiles(latencies, n=100)[98]
     fds, parts = [s[2] for s in samples], [s[3] for s in samples]
     achieved = len(latencies) * SPANS_PER_REQUEST / (time.monotonic() - began)
+    print_series(by_role)
     print(f"soak: {args.minutes:g} min at {args.rate:,.0f} spans/s offered; {len(latencies):,} exports acknowledged "
           f"({achieved:,.0f} spans/s), {failures} failed {codes or ''}")  # fmt: skip
     print(f"export latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(latencies):.1f} ms")

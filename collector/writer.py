@@ -119,7 +119,13 @@ class LakeWriter:
                 table, self.settings.compact_min_parts, self.settings.compact_small_bytes
             )
             for group in list(candidates):
-                _, duplicates = self.lake.compact(group)
+                began, size_in = time.monotonic(), sum(part.size for part in group)
+                merged, duplicates = self.lake.compact(group)
+                log.info(
+                    "compacted %d %s parts (%.1f MB) into %s (%.1f MB) in %.2f s, %d duplicates removed",
+                    len(group), table, size_in / 1e6, merged.path.name, merged.size / 1e6,
+                    time.monotonic() - began, duplicates,
+                )  # fmt: skip
                 self.counters.parts_compacted += len(group)
                 if table == "spans":
                     self.counters.spans_deduplicated += duplicates

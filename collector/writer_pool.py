@@ -11,6 +11,7 @@ and never forks the collector's gRPC threads.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import threading
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 _IDLE_POLL_SECONDS = 0.02  # how often an idle writer looks for new WAL records (latency to queryable)
 _RESTART_DELAY_SECONDS = 1.0
+_PR_SET_NAME = 15  # linux/prctl.h
 
 
 def _context() -> multiprocessing.context.ForkServerContext:
@@ -39,11 +41,20 @@ def _context() -> multiprocessing.context.ForkServerContext:
     return ctx
 
 
+def _name_process(name: str) -> None:
+    """Set the kernel's name of this process (/proc/<pid>/comm, ps, top), so memory and CPU can be told apart
+    per writer: every forkserver child otherwise shows the forkserver's command line."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
 def run_writer(
     lake_dir: Path, wal_dir: Path, prices_dir: Path, settings: WriterSettings, shard: int, start: WalPosition,
     conn: Connection, log_level: str,
 ) -> None:  # fmt: skip
     """Entry point of a writer process."""
+    _name_process(f"af-writer-{shard}")
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[w%(process)d]: %(message)s")
     import pyarrow
 
