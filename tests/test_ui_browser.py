@@ -27,7 +27,7 @@ import sdk_helpers as af
 from tests.conftest import REPO, free_port
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's chromium package (make test installs it)
-PAGES = ("traces", "replay", "flags", "costs", "sessions", "users", "sql")
+PAGES = ("traces", "replay", "flags", "readiness", "costs", "sessions", "users", "sql")
 PATHS = {"traces": ""}  # the default page lives at the root
 
 
@@ -141,7 +141,9 @@ def _settled(page: Page) -> None:
 def test_every_page_loads_with_the_demo_data(stack: Stack, page: Page) -> None:
     expected = {
         "traces": "Open a trace", "replay": "Open a trace from the Traces or Flags page", "flags": "search_flights",
-        "costs": "gpt-4o-mini", "sessions": "session-loop", "users": "user-loop", "sql": "Run",
+        "readiness": "Model control", "costs": "gpt-4o-mini",
+        # sessions newest first: the demo's last scenario; users by cost: the loop's
+        "sessions": "session-anonymous", "users": "user-loop", "sql": "Run",
     }  # fmt: skip
     for name in PAGES:
         page.goto(f"{stack.ui}/{PATHS.get(name, name)}")
