@@ -19,8 +19,8 @@ Run from the repository root:  .venv/bin/python -m bench.detect [--spans 1000000
 3. **ingest** (once, independent of the lake): bench/ingest.py's run (collector in its own process, pre-serialized
    requests from K sender processes, fsync on, clock from first send to every span queryable) in three modes,
    interleaved over `--ingest-rounds` rounds: the collector alone; with an API process on the same data directory
-   polling `GET /traces?flag=loop` every `--poll-every` seconds (each poll refreshes the index, which re-derives the
-   day's partition, detectors included, whenever the collector has published a part since the last poll); and the
+   polling `GET /traces?flag=loop` every `--poll-every` seconds (each poll refreshes the index, which summarises
+   again, detectors included, the traces that the parts published since the last poll touch); and the
    same with the detectors switched off in the API (as in 1). The ratios to "alone" show what keeping the index and
    findings current costs ingest on this machine, and the difference between the two API modes is the detectors' own
    share. The API competes with the collector for the same two cores: that is the cost measured.
@@ -195,7 +195,7 @@ def derive_partition(index: Any, date: str, parts: list[Any], tag: str, off: boo
     config = index.configs.get(PROJECT)
     with instrumented(index, clock), detectors_off() if off else contextlib.nullcontext():
         began = time.perf_counter()
-        rows, findings, _, _ = index._derive(PROJECT, date, parts, tag, config, "bench")
+        rows, findings, _ = index._derive(PROJECT, date, parts, tag, config, "bench")
         total = time.perf_counter() - began
     seconds = dict(clock.seconds)
     seconds["derive"] = total
