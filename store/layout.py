@@ -47,6 +47,8 @@ class LakeLayout:
         self.root = root
         self.writer_id = writer_id
         self.retired_dir = root / "_retired"
+        # Where a compaction's sort may spill (DuckDB's default is ./.tmp, wherever the collector was started).
+        self.compaction_tmp_dir = root / "_compaction_tmp"
 
     # --- paths ------------------------------------------------------------------------------------
 
@@ -73,7 +75,6 @@ class LakeLayout:
             project_dir, date_dir = path.parent.parent.name, path.parent.name
             found.append(Part(table, project_dir.split("=", 1)[1], date_dir.split("=", 1)[1], path))
         return found
-
 
 
 def fsync_dir(directory: Path) -> None:
