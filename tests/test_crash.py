@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -194,45 +195,76 @@ def test_reader_skips_unwanted_records_that_were_incomplete_when_it_looked(
 
 
 KILLS = int(os.environ.get("AGENTFLIGHT_CRASH_KILLS", "3"))  # the issue's 10: AGENTFLIGHT_CRASH_KILLS=10
+# Seconds of continuous load the kills are spread over (the issue's run: AGENTFLIGHT_CRASH_SECONDS=60).
+LOAD_SECONDS = float(os.environ.get("AGENTFLIGHT_CRASH_SECONDS", "8"))
 
 
-def test_repeated_sigkills_under_load_lose_nothing_and_duplicates_vanish_on_read(tmp_path: Path) -> None:
-    """KILLS random SIGKILLs while a retrying client exports: every batch lands once on read. The client
-    resends what was not acknowledged when the collector died (as OTLP exporters do), so a batch the WAL kept
-    but never acknowledged arrives twice: stored twice, read once."""
+class _Target:
+    """The gRPC port of the collector running now, for the client that outlives each of them."""
+
+    port = 0
+
+
+def test_repeated_sigkills_under_load_lose_nothing_and_duplicates_vanish_on_read(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    """KILLS SIGKILLs at random moments of LOAD_SECONDS of continuous load: one client keeps exporting through
+    every kill and restart, resending what was not acknowledged (as OTLP exporters do), so a batch the WAL kept
+    but never acknowledged arrives twice: stored twice, read once. Every acknowledged batch lands."""
     import random
 
     data = tmp_path / "data"
     rng = random.Random(11)
+    schedule = sorted(rng.uniform(0, LOAD_SECONDS) for _ in range(KILLS))
     pending: list[int] = []  # sent, not acknowledged
     acked: set[int] = set()
-    next_batch = 0
-    for _ in range(KILLS):
-        process = _Process(data)
-        stop = threading.Event()
+    target = _Target()
+    stop = threading.Event()
+    failed_sends = 0
 
-        def client(port: int = process.grpc_port, stop: threading.Event = stop) -> None:
-            nonlocal next_batch
-            while not stop.is_set():
-                if not pending:
-                    next_batch += 1
-                    pending.append(next_batch)
-                batch = pending[0]
-                body = _request([f"b{batch}-s{i}" for i in range(50)], trace_id=batch.to_bytes(16, "big"))
-                try:
-                    grpc_export(port, body.SerializeToString())
-                except grpc.RpcError:
-                    return  # the collector died; the batch stays pending for the next one
-                acked.add(pending.pop(0))
+    def client() -> None:
+        nonlocal failed_sends
+        next_batch = 0
+        while not stop.is_set():
+            if not pending:
+                next_batch += 1
+                pending.append(next_batch)
+            batch = pending[0]
+            body = _request([f"b{batch}-s{i}" for i in range(50)], trace_id=batch.to_bytes(16, "big"))
+            try:
+                grpc_export(target.port, body.SerializeToString())
+            except grpc.RpcError:
+                failed_sends += 1  # killed, or not up again yet: the same batch again shortly
+                time.sleep(0.05)
+                continue
+            acked.add(pending.pop(0))
 
-        sender = threading.Thread(target=client)
-        sender.start()
-        time.sleep(rng.uniform(0.3, 2.0))  # let it take load for a random while, then kill it mid-stream
-        process.proc.send_signal(signal.SIGKILL)
-        process.proc.wait()
+    process = _Process(data)
+    target.port = process.grpc_port
+    sender = threading.Thread(target=client)
+    began = time.monotonic()
+    sender.start()
+    killed_at: list[float] = []
+    try:
+        for moment in schedule:
+            # At its random moment, but never before this collector has acknowledged load: a kill during
+            # start-up would test start-up, not a crash under load.
+            taken = len(acked)
+            while time.monotonic() - began < moment or len(acked) == taken:
+                assert sender.is_alive() and time.monotonic() - began < LOAD_SECONDS + 120, "no load to kill"
+                time.sleep(0.005)
+            process.proc.send_signal(signal.SIGKILL)
+            process.proc.wait()
+            killed_at.append(time.monotonic() - began)
+            process = _Process(data)
+            target.port = process.grpc_port
+        while time.monotonic() - began < LOAD_SECONDS:
+            time.sleep(0.05)
+    finally:
         stop.set()
         sender.join()
-    last = _Process(data)  # replays every WAL tail, then takes the resends
+    load_seconds = time.monotonic() - began
+    last = process  # replays every WAL tail, has taken load since the last kill; now the last resend
     try:
         for batch in list(pending):
             body = _request([f"b{batch}-s{i}" for i in range(50)], trace_id=batch.to_bytes(16, "big"))
@@ -241,9 +273,17 @@ def test_repeated_sigkills_under_load_lose_nothing_and_duplicates_vanish_on_read
     finally:  # a failed resend must not leave a collector running
         last.proc.send_signal(signal.SIGTERM)
         assert last.proc.wait(timeout=60) == 0
+    assert len(killed_at) == KILLS
     assert len(acked) > KILLS * 5, "too little load between kills to prove anything"
     con = connect(data / "lake")
     stored = {row[0] for row in con.execute("SELECT DISTINCT trace_id FROM spans").fetchall()}
     assert {b.to_bytes(16, "big").hex() for b in acked} <= stored
     distinct, rows = con.execute("SELECT count(*), (SELECT count(*) FROM spans_raw) FROM spans").fetchone() or (0, 0)
     assert distinct == len(stored) * 50 and rows >= distinct  # read once, whatever was stored twice
+    summary = (
+        f"{KILLS} kills at {', '.join(f'{t:.1f}' for t in killed_at)} s of {load_seconds:.0f} s of load; "
+        f"{len(acked):,} batches ({len(acked) * 50:,} spans) acknowledged, all stored; {failed_sends} sends "
+        f"refused while down and resent; {rows - distinct:,} span rows stored twice (WAL replays, resends), "
+        "each read once"
+    )
+    record_property("summary", summary)
