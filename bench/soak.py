@@ -39,11 +39,11 @@ def _fds(root: int) -> int:
     return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in process_tree(root) if os.path.isdir(f"/proc/{pid}/fd"))
 
 
-def print_series(by_role: list[tuple[float, dict[str, float]]]) -> None:
+def series(by_role: list[tuple[float, dict[str, float]]]) -> list[str]:
     """Per minute and per process role: the mean RSS of the samples, and in brackets their lowest."""
     roles = sorted({role for _, sample in by_role for role in sample})
-    print("collector RSS per minute, MB: mean [lowest sample] per process role, and the tree's total")
-    print("minute  " + "".join(f"{role:>16}" for role in roles) + f"{'total':>16}")
+    lines = ["collector RSS per minute, MB: mean [lowest sample] per process role, and the tree's total"]
+    lines.append("minute  " + "".join(f"{role:>16}" for role in roles) + f"{'total':>16}")
     for minute in range(int(by_role[-1][0] // 60) + 1 if by_role else 0):
         rows = [sample for elapsed, sample in by_role if minute * 60 <= elapsed < (minute + 1) * 60]
         if not rows:
@@ -52,7 +52,8 @@ def print_series(by_role: list[tuple[float, dict[str, float]]]) -> None:
         for role in [*roles, None]:
             values = [sum(r.values()) if role is None else r.get(role, 0.0) for r in rows]
             cells.append(f"{statistics.mean(values):>8,.0f} [{min(values):>4,.0f}]")
-        print(f"{minute + 1:>6}  " + "".join(f"{cell:>16}" for cell in cells))
+        lines.append(f"{minute + 1:>6}  " + "".join(f"{cell:>16}" for cell in cells))
+    return lines
 
 
 def main() -> int:
@@ -62,7 +63,8 @@ def main() -> int:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="agentflight-soak-"))
     grpc_port, http_port = _port(), _port()
-    collector = start_collector(folder / "data", grpc_port, http_port, True, [])
+    # INFO: the collector's log (kept in the folder) then has a line per compaction, with its size and seconds.
+    collector = start_collector(folder / "data", grpc_port, http_port, True, ["--log-level", "INFO"])
     sampler = ProcessSampler(collector.process.pid)
     sampler.start()
     lake = folder / "data" / "lake" / "spans"
@@ -115,14 +117,20 @@ def main() -> int:
     p50, p99 = statistics.median(latencies), statistics.quantiles(latencies, n=100)[98]
     fds, parts = [s[2] for s in samples], [s[3] for s in samples]
     achieved = len(latencies) * SPANS_PER_REQUEST / (time.monotonic() - began)
-    print_series(by_role)
-    print(f"soak: {args.minutes:g} min at {args.rate:,.0f} spans/s offered; {len(latencies):,} exports acknowledged "
-          f"({achieved:,.0f} spans/s), {failures} failed {codes or ''}")  # fmt: skip
-    print(f"export latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(latencies):.1f} ms")
-    print(f"collector RSS (process tree): {early_rss:,.0f} MB in the second minute, {late_rss:,.0f} MB in the last "
-          f"({growth:+.1%}; limit +{RSS_GROWTH_LIMIT:.0%}); peak {sampler.peak_kb / 1024:,.0f} MB")  # fmt: skip
-    print(f"file descriptors: {min(fds)}..{max(fds)} (last {fds[-1]}); part files: {min(parts)}..{max(parts)} "
-          f"(last {parts[-1]})")  # fmt: skip
+    report = [
+        *series(by_role),
+        f"soak: {args.minutes:g} min at {args.rate:,.0f} spans/s offered; {len(latencies):,} exports acknowledged "
+        f"({achieved:,.0f} spans/s), {failures} failed {codes or ''}",
+        f"export latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(latencies):.1f} ms",
+        f"collector RSS (process tree): {early_rss:,.0f} MB in the second minute, {late_rss:,.0f} MB in the last "
+        f"({growth:+.1%}; limit +{RSS_GROWTH_LIMIT:.0%}); peak {sampler.peak_kb / 1024:,.0f} MB",
+        f"file descriptors: {min(fds)}..{max(fds)} (last {fds[-1]}); part files: {min(parts)}..{max(parts)} "
+        f"(last {parts[-1]})",
+    ]
+    print("\n".join(report))
+    # Kept with the data and the collector's log, for a run whose stdout was captured (bench.reliability).
+    (folder / "soak-report.txt").write_text("\n".join(report) + "\n")
+    print(f"soak: report, data and collector log kept in {folder}", file=sys.stderr)
     return 0 if growth <= RSS_GROWTH_LIMIT and failures == 0 else 1
 
 
