@@ -65,12 +65,17 @@ class DerivedStore:
         return final
 
     def rename(self, project: str, date: str, old: str, new: str) -> Path:
-        """Move a partition's files from one fingerprint to another (the same content under a new set of parts,
-        e.g. after compaction); traces last, as in publish. Returns the usage file's new path."""
+        """Name a partition's files by another fingerprint (the same content under a new set of parts, e.g.
+        after compaction); traces last, as in publish. The old names stay one more round, like a published
+        file's previous generation, for a reader that listed them a moment ago. Returns the usage file's path."""
         for kind in ("usage", "findings", "traces"):
-            os.replace(self.path(kind, project, date, old), self.path(kind, project, date, new))
-        for kind in ("usage", "findings", "traces"):
-            fsync_dir(self.partition_dir(kind, project, date))
+            target = self.path(kind, project, date, new)
+            if not target.exists():
+                os.link(self.path(kind, project, date, old), target)
+            fsync_dir(target.parent)
+            for stale in target.parent.glob("*.parquet"):
+                if stale.name not in (target.name, f"{old}.parquet"):
+                    stale.unlink(missing_ok=True)
         return self.path("usage", project, date, new)
 
     def dates(self, kind: str, project: str) -> list[str]:
