@@ -212,20 +212,20 @@ class TraceIndex:
                 if len(self._prints) > _PRINTS_KEPT:
                     self._prints.clear()
                 self._prints[key] = print_
-                if state is not None and state.print_ == print_:
-                    self._publish_if_due(project, date, state)
-                    continue
                 if state is not None and state.version == version:
-                    added = new_content(state.parts, parts, state.sources)
-                    if added is not None:
-                        try:
+                    try:
+                        if state.print_ == print_:
+                            self._publish_if_due(project, date, state)
+                            continue
+                        added = new_content(state.parts, parts, state.sources)
+                        if added is not None:
                             changed = self._increment(project, date, state, parts, added, print_, config) or changed
                             self._publish_if_due(project, date, state)
                             continue
-                        except (duckdb.IOException, FileNotFoundError) as exc:
-                            # Compaction retired a part since the listing, or another replica replaced the
-                            # derived files: the whole derive below retries and reuses what it finds.
-                            log.info("increment of %s/%s failed (%s); deriving the partition whole", project, date, exc)
+                    except (duckdb.IOException, FileNotFoundError) as exc:
+                        # Compaction retired a part since the listing, or the derived files went (another
+                        # replica replaced them, someone deleted them): the whole derive below starts afresh.
+                        log.info("keeping %s/%s current failed (%s); deriving the partition whole", project, date, exc)
                 rows, findings, fresh = self._derive(project, date, parts, print_, config, version)
                 self._replace(project, date, rows, findings, state)
                 states[date] = fresh

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import query.index as index_module
 from collector.pricing import ProjectPricers
 from collector.reprice import reprice_lake
 from collector.service import Collector
@@ -244,3 +245,17 @@ def test_api_writes_lagging_derived_files_when_it_stops(tmp_path: Path, caplog: 
         if api is not None:
             api.stop()
         collector.stop()
+
+
+def test_derived_files_deleted_under_a_live_index_are_rebuilt(
+    follower: Follower, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    captured = sorted(CAPTURED.glob("*.binpb"))
+    grpc_export(follower.collector.grpc_port, captured[0].read_bytes())
+    follower.check()  # first sight, and the files written
+    grpc_export(follower.collector.grpc_port, captured[1].read_bytes())
+    assert follower.check()["increment"] >= 1  # memory now ahead of the files
+    shutil.rmtree(follower.lake_dir / "_derived")  # "derived data: delete it and it is rebuilt"
+    monkeypatch.setattr(index_module, "PUBLISH_EVERY_SECONDS", 0.0)  # the lagging files are due now
+    assert follower.check()["whole"] >= 1  # the write found no file to amend: derived whole, not an error
+    assert list((follower.lake_dir / "_derived" / "usage").rglob("*.parquet"))
