@@ -623,10 +623,6 @@ class TraceIndex:
             params += [dirty, dirty]
         return f"({' UNION ALL '.join(selects)}) AS usage", params
 
-    def usage_files(self, project: str) -> list[str]:
-        """The derived usage files (without the rows held in memory: see usage_source)."""
-        return [str(s.usage_path) for _, s in sorted(self._states.get(project, {}).items())]
-
     def span_files(self, project: str, dates: list[str] | None = None) -> list[str]:
         by_date = self._listing.get(project)
         if by_date is None:
