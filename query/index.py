@@ -200,7 +200,9 @@ class TraceIndex:
             states = self._states.setdefault(project, {})
             changed = False
             for date in sorted(set(states) - set(by_date)):  # dropped by retention
-                self._replace(project, date, None, None, states.pop(date))
+                gone = states.pop(date)
+                self._replace(project, date, None, None)
+                self._drop_delta(gone)
                 for kind in ("traces", "usage", "findings"):
                     self.derived.drop(kind, project, date)
                 changed = True
@@ -227,8 +229,9 @@ class TraceIndex:
                         # replica replaced them, someone deleted them): the whole derive below starts afresh.
                         log.info("keeping %s/%s current failed (%s); deriving the partition whole", project, date, exc)
                 rows, findings, fresh = self._derive(project, date, parts, print_, config, version)
-                self._replace(project, date, rows, findings, state)
+                self._replace(project, date, rows, findings)
                 states[date] = fresh
+                self._drop_delta(state)  # after the switch: a reader sees the old state whole or the new one
                 changed = True
             if changed or project not in self._scoped:
                 self._scope_budgets(project, config)
@@ -342,9 +345,13 @@ class TraceIndex:
         usage_path = self.derived.publish("usage", project, date, state.print_, usage, keep=old)
         self.derived.publish("findings", project, date, state.print_, findings, keep=old)
         self.derived.publish("traces", project, date, state.print_, traces, keep=old)
-        self._drop_delta(state)
+        # Switch readers to the new file first, then forget the rows it now holds (a reader that took the old
+        # state keeps its snapshot of them).
+        written = _DateState(state.print_, state.version, state.parts, state.usage_path, state.published_print)
+        written.pending = True
         state.usage_path, state.published_print = usage_path, state.print_
         state.published_at, state.pending, state.delta_rows = time.monotonic(), False, 0
+        self._drop_delta(written)
         log.debug("published %s/%s in %.3f s", project, date, time.perf_counter() - began)
 
     def _drop_delta(self, state: _DateState | None) -> None:
@@ -519,17 +526,8 @@ class TraceIndex:
             con.close()
         state.delta_rows += usage.height
 
-    def _replace(
-        self,
-        project: str,
-        date: str,
-        rows: pa.Table | None,
-        findings: pa.Table | None,
-        old: _DateState | None,
-    ) -> None:
-        """Swap one partition's rows (and forget the in-memory usage of its old state) and re-merge the traces
-        they touch, in one transaction."""
-        self._drop_delta(old)
+    def _replace(self, project: str, date: str, rows: pa.Table | None, findings: pa.Table | None) -> None:
+        """Swap one partition's rows and re-merge the traces they touch, in one transaction."""
         con = self.db.cursor()
         try:
             con.execute("BEGIN")
