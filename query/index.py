@@ -9,9 +9,11 @@ and so includes a late span on the next read. Usage rows stay on disk and are sc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,6 +190,28 @@ class TraceIndex:
         finally:
             con.close()
 
+    def rows_table(self, sql: str, params: list[Any]) -> pa.Table:
+        """A query's result as Arrow, on a cursor of its own."""
+        con = self.db.cursor()
+        try:
+            return con.sql(sql, params=params).to_arrow_table()
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of its own in one transaction: committed when the block ends, rolled back if it raises."""
+        con = self.db.cursor()
+        try:
+            con.execute("BEGIN")
+            yield con
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
     # --- keeping current --------------------------------------------------------------------------
 
     def refresh(self, project: str) -> None:
@@ -329,15 +353,10 @@ class TraceIndex:
         if not (force or due or state.delta_rows >= PUBLISH_AT_DELTA_ROWS):
             return
         began = time.perf_counter()
-        con = self.db.cursor()
-        try:
-            usage = con.sql(
-                f"""{_STALE_FILTERED_USAGE} UNION ALL
-                    SELECT {_USAGE_NAMES} FROM usage_delta WHERE base = ?""",
-                params=[[str(state.usage_path)], str(state.usage_path)],
-            ).to_arrow_table()
-        finally:
-            con.close()
+        usage = self.rows_table(
+            f"""{_STALE_FILTERED_USAGE} UNION ALL SELECT {_USAGE_NAMES} FROM usage_delta WHERE base = ?""",
+            [[str(state.usage_path)], str(state.usage_path)],
+        )
         traces, findings = self._partition_tables(project, date)
         # Traces last: a reader that finds it finds the others. The previous generation stays one more round,
         # for a cost query that listed it a moment ago.
@@ -358,34 +377,21 @@ class TraceIndex:
         if state is None or not state.pending:
             return
         base = str(state.usage_path)
-        con = self.db.cursor()
-        try:
-            con.execute("BEGIN")
+        with self._transaction() as con:
             con.execute("DELETE FROM usage_delta WHERE base = ?", [base])
             con.execute("DELETE FROM usage_stale WHERE base = ?", [base])
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            con.close()
 
     def _partition_tables(self, project: str, date: str) -> tuple[pa.Table, pa.Table]:
         """One partition's trace rows and findings as they stand in memory (the derived files' content)."""
-        con = self.db.cursor()
-        try:
-            row_names = ", ".join(f'"{c}"' for c in TRACE_ROW_SCHEMA)
-            traces = con.sql(
-                f"SELECT {row_names} FROM trace_rows WHERE project = ? AND date = ? ORDER BY trace_id",
-                params=[project, date],
-            ).to_arrow_table()
-            findings = con.sql(
-                f"""SELECT {_FINDING_NAMES} FROM trace_findings WHERE project = ? AND date = ?
-                    ORDER BY trace_id, start_ns, kind, code, span_id""",
-                params=[project, date],
-            ).to_arrow_table()
-        finally:
-            con.close()
+        row_names = ", ".join(f'"{c}"' for c in TRACE_ROW_SCHEMA)
+        traces = self.rows_table(
+            f"SELECT {row_names} FROM trace_rows WHERE project = ? AND date = ? ORDER BY trace_id", [project, date]
+        )
+        findings = self.rows_table(
+            f"""SELECT {_FINDING_NAMES} FROM trace_findings WHERE project = ? AND date = ?
+                ORDER BY trace_id, start_ns, kind, code, span_id""",
+            [project, date],
+        )
         return traces.cast(_TRACES_ARROW), findings.cast(_FINDINGS_ARROW)
 
     def _derive(
@@ -466,9 +472,7 @@ class TraceIndex:
         """Replace the partition rows, findings and usage rows of the touched traces and re-merge them, in one
         transaction."""
         base = str(state.usage_path)
-        con = self.db.cursor()
-        try:
-            con.execute("BEGIN")
+        with self._transaction() as con:
             con.register("touched_traces", touched)
             con.execute("CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT trace_id FROM touched_traces")
             for table in ("trace_rows", "trace_findings"):
@@ -518,19 +522,11 @@ class TraceIndex:
                         WHERE project = ? AND trace_id IN (SELECT trace_id FROM spread) GROUP BY project, trace_id""",
                     [project],
                 )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            con.close()
         state.delta_rows += usage.height
 
     def _replace(self, project: str, date: str, rows: pa.Table | None, findings: pa.Table | None) -> None:
         """Swap one partition's rows and re-merge the traces they touch, in one transaction."""
-        con = self.db.cursor()
-        try:
-            con.execute("BEGIN")
+        with self._transaction() as con:
             con.execute(
                 """CREATE OR REPLACE TEMP TABLE touched AS
                    SELECT DISTINCT trace_id FROM trace_rows WHERE project = ? AND date = ?""",
@@ -551,12 +547,6 @@ class TraceIndex:
                 con.execute("INSERT INTO touched SELECT trace_id FROM incoming")
                 con.unregister("incoming")
             _remerge_touched(con, project)
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            con.close()
 
     def _scope_budgets(self, project: str, config: DetectorConfig) -> None:
         """Recompute the session, user and project budget findings and flag the traces they point at."""
@@ -564,14 +554,11 @@ class TraceIndex:
         if not scoped and self._scoped.get(project) == scoped:
             return  # no session, user or project budget, before or now: nothing to recompute (15 ms a refresh)
         usage = self.usage_source(project)
-        con = self.db.cursor()
-        try:
-            if scoped and usage is not None:
-                rows = pl.from_arrow(con.sql(f"SELECT * FROM {usage[0]}", params=usage[1]).to_arrow_table())
-                found = detect_scopes(rows, config.budgets).to_arrow()  # type: ignore[arg-type]
-            else:
-                found = None
-            con.execute("BEGIN")
+        found = None
+        if scoped and usage is not None:
+            rows = pl.from_arrow(self.rows_table(f"SELECT * FROM {usage[0]}", usage[1]))
+            found = detect_scopes(rows, config.budgets).to_arrow()  # type: ignore[arg-type]
+        with self._transaction() as con:
             con.execute(
                 """CREATE OR REPLACE TEMP TABLE touched AS
                    SELECT DISTINCT trace_id FROM scope_findings WHERE project = ?""",
@@ -592,12 +579,6 @@ class TraceIndex:
                    WHERE traces.project = ? AND traces.trace_id = s.trace_id""",
                 [project, project],
             )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-        finally:
-            con.close()
         self._scoped[project] = scoped
 
     # --- what readers need ------------------------------------------------------------------------
