@@ -18,18 +18,18 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc
 import pyarrow.parquet as pq
 
 from store.layout import TABLES, LakeLayout, Part, WriterLock, fsync_dir, partition_date
 from store.schema import (
-    EVENT_COLUMN_NAMES,
     EVENT_SCHEMA,
     SCHEMA_VERSION,
     SCHEMA_VERSION_KEY,
-    SPAN_COLUMN_NAMES,
     SPAN_SCHEMA,
 )
 
@@ -45,20 +45,21 @@ ZSTD_LEVEL = 1
 RETIRE_GRACE_SECONDS = 120.0
 # A merge sorted all its rows in one DuckDB query, which needs them all in memory at once: 3M small spans
 # (91 MB uncompressed) took +377 MB RSS under a 256 MB memory_limit, and 200k agent spans from the ingest
-# benchmark (700 MB) failed with OutOfMemory, so such a partition never compacted again. A merge now sorts one
-# trace-id range at a time, each about SORT_RANGE_BYTES (uncompressed, as the Parquet footers count them, plus
-# SORT_ROW_BYTES a row), under COMPACTION_MEMORY_LIMIT, and streams it out. Merging the soak's 3M rows
-# (56 parts): 48 MB ranges at 256 MB +390 MB peak, 14 s; 16 MB at 128 MB +285 MB, 22 s; 16 MB at 64 MB
-# +233 MB, 23 s; the same with 200k agent spans added (800 MB): 41 s instead of OutOfMemory.
+# benchmark (700 MB) failed with OutOfMemory, so such a partition never compacted again. A merge bigger than
+# SORT_RANGE_BYTES (uncompressed, as the Parquet footers count them, plus SORT_ROW_BYTES a row) is now cut into
+# trace-id ranges of about that size, each deduplicated and sorted on its own (see _spilled_ranges).
 SORT_RANGE_BYTES = 16 * 1024 * 1024
 SORT_ROW_BYTES = 64
-COMPACTION_MEMORY_LIMIT = "128MB"
+# Trace ids sampled to place the range bounds: 64k ids put each range within ~1 % of its share.
+BOUNDS_SAMPLE_IDS = 65_536
 # The most rows one merge takes in: its time and peak grow with it (the soak's 3M rows above) and writer 0
 # publishes nothing meanwhile; at 1M, a merge of the soak's spans takes ~7 s. Bigger parts stay as they are,
 # like parts past small_bytes.
 MERGE_MAX_ROWS = 1_000_000
-_DEDUP_KEYS = {"spans": "trace_id, span_id", "events": "event_id"}
-_COLUMN_NAMES = {"spans": SPAN_COLUMN_NAMES, "events": EVENT_COLUMN_NAMES}
+_DEDUP_KEYS = {"spans": ("trace_id", "span_id"), "events": ("event_id",)}
+_SORT_KEYS = {"spans": ("trace_id", "start_time_unix_nano"), "events": ("trace_id", "time_unix_nano")}
+# Rows per batch when dealing inputs to range spill files: 4,096 agent spans are ~14 MB decoded.
+SPILL_BATCH_ROWS = 4_096
 
 # Space-separated names of the parts a compacted part was merged from (all in its own partition directory).
 COMPACTED_SOURCES_KEY = b"agentflight.compacted_sources"
@@ -75,19 +76,103 @@ class _Footer:
     compacted: bool  # merged by compact() before (else a writer's part, or a repriced one)
 
 
-def _trace_ranges(bounds: list[str]) -> list[tuple[str, list[str]]]:
-    """SQL conditions (and their parameters) for the ranges between bounds, then one for rows without a trace id
-    (log records not tied to a span). Plain comparisons, which DuckDB pushes into the Parquet scan, skipping the
-    row groups of sorted (compacted) inputs whose trace-id statistics lie outside the range."""
-    lows: list[str | None] = [None, *bounds]
-    highs: list[str | None] = [*bounds, None]
-    ranges: list[tuple[str, list[str]]] = []
-    for low, high in zip(lows, highs, strict=True):
-        conditions = ["trace_id >= ?"] * (low is not None) + ["trace_id < ?"] * (high is not None)
-        params = [value for value in (low, high) if value is not None]
-        ranges.append((" AND ".join(conditions) or "trace_id IS NOT NULL", params))
-    ranges.append(("trace_id IS NULL", []))
-    return ranges
+def _conformed_batches(path: Path, target: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """A part's rows in `target`'s columns and types, a batch at a time; a column the part predates is all
+    nulls (what DuckDB's union_by_name gives the one-query merge)."""
+    with pq.ParquetFile(path) as file:
+        present = set(file.schema_arrow.names)
+        wanted = [name for name in target.names if name in present]
+        for batch in file.iter_batches(batch_size=SPILL_BATCH_ROWS, columns=wanted, use_threads=False):
+            columns = [
+                batch.column(field.name).cast(field.type) if field.name in present
+                else pa.nulls(batch.num_rows, field.type)
+                for field in target
+            ]  # fmt: skip
+            yield pa.RecordBatch.from_arrays(columns, schema=target)
+
+
+def _range_bounds(parts: list[Part], row_cost: dict[Path, float], ranges: int) -> list[str]:
+    """ranges - 1 ascending trace ids cutting the parts' rows into ranges of about equal cost, each row weighed
+    by its part's cost per row (the ids need not be uniform: the benchmarks' are counters), from every
+    stride-th trace id of each part (at most BOUNDS_SAMPLE_IDS in all)."""
+    if ranges <= 1:
+        return []
+    rows = sum(pq.read_metadata(part.path).num_rows for part in parts)
+    stride = max(1, math.ceil(rows / BOUNDS_SAMPLE_IDS))
+    ids: list[pa.Array] = []
+    weights: list[np.ndarray] = []
+    for part in parts:
+        column = pq.read_table(part.path, columns=["trace_id"], use_threads=False).column(0)
+        sample = column.take(pa.array(np.arange(0, len(column), stride)))
+        ids.extend(sample.chunks)
+        weights.append(np.full(len(sample), row_cost.get(part.path, SORT_ROW_BYTES)))
+    sampled = pa.chunked_array(ids, pa.string())
+    valid = len(sampled) - sampled.null_count
+    if not valid:
+        return []
+    order = pc.sort_indices(sampled).to_numpy()[:valid]  # nulls sort last
+    running = np.cumsum(np.concatenate(weights)[order])
+    positions = np.minimum(np.searchsorted(running, running[-1] * np.arange(1, ranges) / ranges), valid - 1)
+    cuts: list[str] = []
+    for trace_id in sampled.take(pa.array(order[positions])).to_pylist():
+        if trace_id is not None and (not cuts or trace_id > cuts[-1]):
+            cuts.append(trace_id)
+    return cuts
+
+
+def _spilled_ranges(parts: list[Part], bounds: list[str], target: pa.Schema, spill_dir: Path) -> Iterator[pa.Table]:
+    """Deal every row of `parts` to the spill file of its trace-id range (ranges split at `bounds`, then one
+    for rows without a trace id), decoding each input once; then yield the ranges in trace-id order.
+    Re-reading every input once per range instead (with the range as a filter DuckDB pushes into the scan,
+    which skips nothing in unsorted writer parts) took 54 s of CPU to merge 200k agent spans (45 ranges).
+    The spill files are uncompressed: lz4 cost more CPU (4 s of 11) than the page cache saves."""
+    cuts = np.asarray(bounds, dtype=object)
+    no_trace = len(bounds) + 1
+    writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
+    try:
+        for part in parts:
+            for batch in _conformed_batches(part.path, target):
+                trace_ids = batch.column("trace_id")
+                numbers = np.searchsorted(cuts, pc.fill_null(trace_ids, "").to_numpy(zero_copy_only=False), "right")
+                if trace_ids.null_count:
+                    numbers[trace_ids.is_null().to_numpy(zero_copy_only=False)] = no_trace
+                dealt = batch.take(pa.array(np.argsort(numbers, kind="stable")))
+                offset = 0
+                for number, count in enumerate(np.bincount(numbers, minlength=no_trace + 1).tolist()):
+                    if count:
+                        if number not in writers:
+                            writers[number] = pa.ipc.new_file(spill_dir / f"range-{number:05d}.arrow", target)
+                        writers[number].write_batch(dealt.slice(offset, count))
+                    offset += count
+    finally:
+        for writer in writers.values():
+            writer.close()
+    for number in sorted(writers):
+        path = spill_dir / f"range-{number:05d}.arrow"
+        with pa.memory_map(str(path)) as source:
+            yield pa.ipc.open_file(source).read_all()
+        path.unlink()
+
+
+def _deduplicated_sorted(rows: pa.Table, keys: tuple[str, ...], order: tuple[str, ...]) -> pa.Table:
+    """`rows` with one row per `keys` (the one received last) in `order`. Only the key columns are sorted;
+    the wide rows are gathered once, at the end."""
+    if not rows.num_rows:
+        return rows
+    by_key = pc.sort_indices(
+        rows.select([*keys, "received_at_unix_nano"]),
+        sort_keys=[*((key, "ascending") for key in keys), ("received_at_unix_nano", "descending")],
+    )
+    repeat = np.ones(rows.num_rows - 1, dtype=bool)
+    for key in keys:
+        column = rows.column(key).take(by_key)
+        before, after = column.slice(0, len(column) - 1), column.slice(1)
+        same = pc.fill_null(pc.equal(before, after), False).to_numpy(zero_copy_only=False)
+        both_null = pc.and_(pc.is_null(before), pc.is_null(after)).to_numpy(zero_copy_only=False)
+        repeat &= same | both_null
+    kept = by_key.filter(pa.array(np.concatenate([[True], ~repeat])))
+    in_order = pc.sort_indices(rows.select(list(order)).take(kept), sort_keys=[(c, "ascending") for c in order])
+    return rows.take(kept.take(in_order))
 
 
 def compacted_sources(part: Part) -> frozenset[str] | None:
@@ -191,34 +276,31 @@ class Lake(LakeLayout):
             footer = self._footers[part.path] = _Footer(metadata.num_rows, uncompressed, compacted)
         return footer
 
-    def compact(self, parts: list[Part], memory_limit: str = COMPACTION_MEMORY_LIMIT) -> tuple[Part, int]:
+    def compact(self, parts: list[Part]) -> tuple[Part, int]:
         """Merge parts of one partition into one, dropping duplicate rows (newest copy wins) and
         sorting by trace so a trace lookup reads few row groups. Returns the new part and the
         number of duplicate rows removed.
 
-        The rows are sorted one trace-id range at a time (ranges cut at quantiles of a sample of trace ids,
-        each within SORT_RANGE_BYTES and SORT_RANGE_ROWS) and streamed into the new part, so the memory a merge
-        takes does not grow with the partition. A trace, and so every copy of a span, falls in one range."""
+        A merge bigger than SORT_RANGE_BYTES is cut into trace-id ranges of about that size: one pass over the
+        inputs deals each row to its range's spill file, then each range is deduplicated, sorted and written
+        out in turn, so the memory a merge takes does not grow with the partition and every input is decoded
+        once. A trace, and so every copy of a span, falls in one range."""
         first = parts[0]
         table, project, date = first.table, first.project, first.date
         assert all((p.table, p.project, p.date) == (table, project, date) for p in parts)
         final = self._new_part_path(table, project, date)
         tmp = final.with_suffix(".parquet.tmp")
-        columns = ", ".join(f'"{c}"' for c in _COLUMN_NAMES[table])
-        order = "trace_id, start_time_unix_nano" if table == "spans" else "trace_id, time_unix_nano"
-        files = [str(p.path) for p in parts]
-        # What sorting one row of each input costs (its share of the part's uncompressed bytes, plus the
-        # per-row overhead): the ranges are cut by this weight, not by rows (agent spans from the ingest
-        # benchmark are 3.5 KB a row, the soak's 30 B: cut by rows, one range held 600 MB and failed).
-        row_cost: dict[str, float] = {}
+        # What holding one row of each input costs (its share of the part's uncompressed bytes, plus the
+        # per-row overhead): ranges are cut by this weight, not by rows (agent spans from the ingest
+        # benchmark are 3.5 KB a row, the soak's 30 B: cut by rows, one range held 600 MB).
+        row_cost: dict[Path, float] = {}
         rows_in = 0
         for part in parts:
             footer = self._footer(part)
             if footer is not None and footer.rows:
-                row_cost[str(part.path)] = footer.uncompressed_bytes / footer.rows + SORT_ROW_BYTES
+                row_cost[part.path] = footer.uncompressed_bytes / footer.rows + SORT_ROW_BYTES
                 rows_in += footer.rows
-        total_cost = sum(row_cost[str(p.path)] * f.rows for p in parts if (f := self._footer(p)) and f.rows)
-        ranges = max(1, math.ceil(total_cost / SORT_RANGE_BYTES))
+        total_cost = sum(row_cost.get(p.path, 0.0) * f.rows for p in parts if (f := self._footer(p)))
         target = _SCHEMAS[table]
         metadata = {
             **(target.metadata or {}),
@@ -226,62 +308,31 @@ class Lake(LakeLayout):
             # The inputs' names let a reader that already summarised them see the merge as no change.
             COMPACTED_SOURCES_KEY: " ".join(p.path.name for p in parts).encode(),
         }
-        import duckdb  # only the writer compacts; the receiving process never loads DuckDB
-
-        self.compaction_tmp_dir.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(
-            config={"memory_limit": memory_limit, "threads": 1, "temp_directory": str(self.compaction_tmp_dir)}
-        )
+        spill_dir = self.compaction_tmp_dir / f"merge-{uuid.uuid4().hex[:12]}"
         rows_out = 0
         try:
-            bounds = self._range_bounds(con, files, row_cost, ranges)
+            bounds = _range_bounds(parts, row_cost, math.ceil(total_cost / SORT_RANGE_BYTES))
+            if bounds:
+                spill_dir.mkdir(parents=True)
+                ranges: Iterator[pa.Table] = _spilled_ranges(parts, bounds, target, spill_dir)
+            else:
+                batches = [batch for part in parts for batch in _conformed_batches(part.path, target)]
+                ranges = iter([pa.Table.from_batches(batches, schema=target)])
             with pq.ParquetWriter(
                 tmp, target.with_metadata(metadata), compression="zstd", compression_level=ZSTD_LEVEL
             ) as writer:
-                for where, params in _trace_ranges(bounds):
-                    relation = con.sql(
-                        f"""SELECT {columns} FROM read_parquet(?, hive_partitioning=false, union_by_name=true)
-                        WHERE {where}
-                        QUALIFY row_number() OVER (
-                            PARTITION BY {_DEDUP_KEYS[table]} ORDER BY received_at_unix_nano DESC) = 1
-                        ORDER BY {order}""",
-                        params=[files, *params],
-                    )
-                    assert relation is not None
-                    for batch in relation.to_arrow_reader(COMPACTED_ROW_GROUP_ROWS):
-                        writer.write_batch(batch.cast(target), row_group_size=COMPACTED_ROW_GROUP_ROWS)
-                        rows_out += batch.num_rows
+                for rows in ranges:
+                    merged = _deduplicated_sorted(rows, _DEDUP_KEYS[table], _SORT_KEYS[table])
+                    writer.write_table(merged, row_group_size=COMPACTED_ROW_GROUP_ROWS)
+                    rows_out += merged.num_rows
         finally:
-            con.close()
+            shutil.rmtree(spill_dir, ignore_errors=True)
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, final)
         fsync_dir(final.parent)
         self.retire(parts)
         return Part(table, project, date, final), rows_in - rows_out
-
-    @staticmethod
-    def _range_bounds(con: Any, files: list[str], row_cost: dict[str, float], ranges: int) -> list[str]:
-        """ranges - 1 ascending trace ids cutting the merge into ranges of about equal sorting cost, from a
-        sample of rows each weighted by its file's cost per row (the ids need not be uniform: the benchmarks'
-        are counters)."""
-        if ranges <= 1:
-            return []
-        sample = con.execute(
-            "SELECT trace_id, filename FROM read_parquet(?, hive_partitioning=false, filename=true) "
-            "WHERE trace_id IS NOT NULL USING SAMPLE reservoir(8192 ROWS) REPEATABLE (7)",
-            [files],
-        ).fetchall()
-        weighted = sorted((trace_id, row_cost.get(filename, SORT_ROW_BYTES)) for trace_id, filename in sample)
-        total = sum(weight for _, weight in weighted)
-        cuts: list[str] = []
-        running = 0.0
-        for trace_id, weight in weighted:
-            running += weight
-            due = running >= total * (len(cuts) + 1) / ranges and len(cuts) < ranges - 1
-            if due and (not cuts or trace_id > cuts[-1]):
-                cuts.append(trace_id)
-        return cuts
 
     def retire(self, parts: list[Part]) -> None:
         """Move merged inputs out of the read path; delete them once the grace period has passed."""

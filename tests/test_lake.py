@@ -15,7 +15,7 @@ from collector.service import Collector
 from store.lake import Lake, WriterLock
 from store.schema import SCHEMA_VERSION_KEY
 from store.views import connect
-from tests.conftest import CAPTURED, grpc_export, query, start_collector
+from tests.conftest import CAPTURED, LOGS_METHOD, grpc_export, query, start_collector
 from tests.test_bad_input import _request
 
 TAU = (CAPTURED / "tau_replay_openinference_10.binpb").read_bytes()
@@ -127,3 +127,74 @@ def test_part_names_and_layout(collector: Collector) -> None:
     (part,) = Lake(collector.settings.lake_dir).parts("spans")
     assert part.path.name.startswith("part-") and "-w0-" in part.path.name
     assert part.path.relative_to(collector.settings.lake_dir).parts[:2] == ("spans", "project=default")
+
+
+def _log_request(count: int) -> bytes:
+    """Log records, every third tied to no trace (a plain log line)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    request = ExportLogsServiceRequest()
+    records = request.resource_logs.add().scope_logs.add().log_records
+    for n in range(count):
+        record = records.add(time_unix_nano=1_750_000_000_000_000_000 + n, event_name="gen_ai.user.message")
+        record.body.string_value = f"message {n} " + "x" * 200
+        if n % 3:
+            record.trace_id = (n * 7919 + 1).to_bytes(16, "big")
+            record.span_id = (n + 1).to_bytes(8, "big")
+    return request.SerializeToString()
+
+
+def _newest_copies(files: list[str], table: str) -> list[tuple[object, ...]]:
+    """What a merge must keep, by DuckDB: one row per key, the copy received last, in a stable order."""
+    keys = "trace_id, span_id" if table == "spans" else "event_id"
+    import duckdb
+
+    return duckdb.sql(
+        f"""SELECT * FROM read_parquet({files!r}, hive_partitioning=false, union_by_name=true)
+        QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY received_at_unix_nano DESC) = 1
+        ORDER BY ALL"""
+    ).fetchall()
+
+
+def test_a_merge_cut_into_many_ranges_keeps_exactly_the_newest_copy_of_every_row(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Merges over SORT_RANGE_BYTES deal rows to per-range spill files; cut 209 spans (and log records, a third
+    of them without a trace id) into dozens of ranges, with every span sent three times and one part written
+    before a column existed, and the merge must equal DuckDB's dedup of the same files, sorted by trace."""
+    import pyarrow as pa
+
+    import store.lake as lake_module
+
+    for _ in range(3):
+        grpc_export(collector.grpc_port, TAU)
+        grpc_export(collector.grpc_port, _log_request(60), method=LOGS_METHOD)
+        collector.flush()
+    lake = Lake(collector.settings.lake_dir, writer_id="test")
+    newest = lake.parts("spans")[-1]
+    old_shape = pq.read_table(newest.path)
+    dropped = old_shape.schema.names[-1]
+    received = pa.array([t + 1 for t in old_shape.column("received_at_unix_nano").to_pylist()], pa.int64())
+    old_shape = old_shape.set_column(
+        old_shape.schema.get_field_index("received_at_unix_nano"), "received_at_unix_nano", received
+    )
+    lake.publish("spans", newest.project, newest.date, old_shape.drop_columns([dropped]), {})
+    monkeypatch.setattr(lake_module, "SORT_RANGE_BYTES", 16 * 1024)
+    for table, expected_rows in (("spans", 209), ("events", 60)):
+        parts = lake.parts(table)
+        files = [str(p.path) for p in parts]
+        expected = _newest_copies(files, table)
+        assert len(expected) == expected_rows
+        rows_in = sum(pq.read_metadata(f).num_rows for f in files)
+        groups = list(lake.compaction_candidates(table, min_parts=2, small_bytes=1 << 30))
+        assert [len(g) for g in groups] == [len(parts)]
+        merged, duplicates = lake.compact(groups[0])
+        assert duplicates == rows_in - expected_rows
+        assert _newest_copies([str(merged.path)], table) == expected
+        keys = pq.read_table(merged.path, columns=["trace_id", "received_at_unix_nano"])
+        trace_ids = [t for t in keys.column("trace_id").to_pylist() if t is not None]
+        assert trace_ids == sorted(trace_ids)
+        assert keys.column("trace_id").to_pylist()[len(trace_ids) :] == [None] * (keys.num_rows - len(trace_ids))
+        assert not list(lake.compaction_tmp_dir.iterdir())  # the spill files are gone
+    # The part written before the column existed held the newest copies: they won, with the column empty.
+    assert query(collector, f'SELECT count(*) FROM spans WHERE "{dropped}" IS NULL')[0][0] >= 1
