@@ -96,7 +96,7 @@ def run_writer(
                     flush_target = None
             if stopping and read == 0:
                 return
-            if shard == 0 and writer.maintenance_due():
+            if shard == 0 and writer.maintenance_due(caught_up=read == 0):
                 writer.maintenance()
                 conn.send(("progress", writer.published_position.segment, writer.published_position.offset,
                            writer.counters.as_dict()))  # fmt: skip

@@ -198,3 +198,26 @@ def test_a_merge_cut_into_many_ranges_keeps_exactly_the_newest_copy_of_every_row
         assert not list(lake.compaction_tmp_dir.iterdir())  # the spill files are gone
     # The part written before the column existed held the newest copies: they won, with the column empty.
     assert query(collector, f'SELECT count(*) FROM spans WHERE "{dropped}" IS NULL')[0][0] >= 1
+
+
+def test_compaction_waits_for_the_writer_to_catch_up_for_at_most_ten_intervals(tmp_path: Path) -> None:
+    import time
+
+    from collector.config import WriterSettings
+    from collector.writer import MAINTENANCE_MAX_DEFERRALS, LakeWriter
+
+    (tmp_path / "wal").mkdir()
+    writer = LakeWriter(
+        tmp_path / "wal", Lake(tmp_path / "lake"), ProjectPricers(tmp_path / "prices").for_project,
+        WriterSettings(maintenance_interval_seconds=30.0),
+    )  # fmt: skip
+
+    def due_after(seconds: float, caught_up: bool) -> bool:
+        writer._last_maintenance = time.monotonic() - seconds
+        return writer.maintenance_due(caught_up=caught_up)
+
+    assert not due_after(29, caught_up=True)
+    assert due_after(31, caught_up=True)
+    assert not due_after(31, caught_up=False)  # a burst is being written: compaction waits
+    assert not due_after(30 * MAINTENANCE_MAX_DEFERRALS - 1, caught_up=False)
+    assert due_after(30 * MAINTENANCE_MAX_DEFERRALS + 1, caught_up=False)  # but not for ever
