@@ -28,6 +28,13 @@ EVIDENCE_CHARS = 2000
 # holds a long conversation; a longer one is scanned as cut, as raw text.
 SCAN_CHARS = 65536
 
+# What a model call's input holds that no earlier call saw: the messages after its last assistant message (the
+# tool results and user turn it answers). Everything before that was the input of an earlier call, where it was
+# scanned as new, so the injection pre-filter runs on this tail only (2.6 instead of 4.6 us a span on the ingest
+# benchmark's six-message inputs); a span that passes is still scanned whole in Python. Without an assistant
+# message (a first call) the tail is the whole input.
+_NEWEST_INPUT = """string_split(input_messages, '"assistant"')[-1]"""
+
 DETECT_SELECT = f"""
     status_code, status_message, error_type, error_message, finish_reason, tool_arguments,
     CASE WHEN span_type IN ('llm', 'embedding') AND input_messages IS NOT NULL
@@ -42,7 +49,7 @@ DETECT_SELECT = f"""
          END AS guarded_output,
     CASE WHEN span_type = 'tool' AND (contains(tool_result, 'try again') OR contains(tool_result, 'Try again'))
          THEN left(tool_result, {EVIDENCE_CHARS}) END AS retry_result,
-    CASE WHEN span_type = 'llm' AND regexp_matches(input_messages, '{INJECTION_PREFILTER}', 'i')
+    CASE WHEN span_type = 'llm' AND regexp_matches({_NEWEST_INPUT}, '{INJECTION_PREFILTER}', 'i')
               THEN left(input_messages, {SCAN_CHARS})
          WHEN span_type = 'tool' AND regexp_matches(tool_result, '{INJECTION_PREFILTER}', 'i')
               THEN left(tool_result, {SCAN_CHARS}) END AS injection_text,
