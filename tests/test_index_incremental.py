@@ -259,3 +259,37 @@ def test_derived_files_deleted_under_a_live_index_are_rebuilt(
     monkeypatch.setattr(index_module, "PUBLISH_EVERY_SECONDS", 0.0)  # the lagging files are due now
     assert follower.check()["whole"] >= 1  # the write found no file to amend: derived whole, not an error
     assert list((follower.lake_dir / "_derived" / "usage").rglob("*.parquet"))
+
+
+def _one_span_request(name: str, error: bool) -> bytes:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add(
+        trace_id=bytes.fromhex("5" * 32), span_id=bytes.fromhex("6" * 16), name=name,
+        start_time_unix_nano=BASE_NS, end_time_unix_nano=BASE_NS + SECOND,
+    )  # fmt: skip
+    span.status.code = 2 if error else 1
+    return request.SerializeToString()
+
+
+def test_a_span_sent_again_with_other_content_is_summarised_from_its_newest_copy(tmp_path: Path) -> None:
+    """An exporter that re-sends a span after changing it (a status set late): the index reads the copy received
+    last, in an increment and in a whole derive."""
+    collector = start_collector(tmp_path / "data")
+    try:
+        index = TraceIndex(collector.settings.lake_dir)
+        grpc_export(collector.grpc_port, _one_span_request("first version", error=False))
+        collector.flush()
+        index.refresh(PROJECT)
+        assert [r["root_name"] for r in index.rows("SELECT root_name FROM traces WHERE project = ?", [PROJECT])] == [
+            "first version"
+        ]
+        grpc_export(collector.grpc_port, _one_span_request("second version", error=True))
+        collector.flush()
+        for reader in (index, TraceIndex(collector.settings.lake_dir)):
+            reader.refresh(PROJECT)
+            rows = reader.rows("SELECT root_name, error_count FROM traces WHERE project = ?", [PROJECT])
+            assert [(r["root_name"], r["error_count"]) for r in rows] == [("second version", 1)]
+    finally:
+        collector.stop()
