@@ -7,6 +7,7 @@ field is read once and AnyValues are flattened with a dispatch on WhichOneof.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,6 +26,33 @@ from collector.otlp_model import (
 )
 
 
+class SmallFloatAttributes(dict[str, Any]):
+    """Flattened attributes holding, at any depth, a float under 1e-4 in magnitude: orjson writes those unlike
+    the standard JSON encoder (``1e-5`` for ``1e-05``), and refuses a dict subclass, so the lake's raw JSON
+    columns (``collector.rows``) encode these attributes by the standard encoder and keep its exact text. The
+    values are the same as in a plain dict."""
+
+    __slots__ = ()
+
+
+class _SmallFloats:
+    """How many floats under 1e-4 ``flatten_any`` has produced (increments are locked, so the count only grows and
+    a reader never misses its own)."""
+
+    __slots__ = ("_lock", "seen")
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        with self._lock:
+            self.seen += 1
+
+
+_SMALL_FLOATS = _SmallFloats()
+
+
 def flatten_any(value: AnyValue) -> Any:
     which = value.WhichOneof("value")
     if which == "string_value":
@@ -33,6 +61,8 @@ def flatten_any(value: AnyValue) -> Any:
         return value.int_value
     if which == "double_value":
         number = value.double_value
+        if -1e-4 < number < 1e-4 and number != 0.0:
+            _SMALL_FLOATS.add()
         # JSON has no NaN/Infinity; keep them as their names rather than produce invalid JSON.
         return number if math.isfinite(number) else str(number)
     if which == "bool_value":
@@ -47,14 +77,16 @@ def flatten_any(value: AnyValue) -> Any:
 
 
 def flatten_attributes(key_values: Iterable[KeyValue]) -> dict[str, Any]:
+    """The attributes as a dict (a ``SmallFloatAttributes`` when a float under 1e-4 is among them)."""
     out: dict[str, Any] = {}
+    small_floats = _SMALL_FLOATS.seen
     for kv in key_values:
         value = kv.value
         # Most values are non-empty strings: reading string_value first skips WhichOneof for them
         # (measured 7.7 vs 10.3 µs per span of 11 attributes); anything else takes the full dispatch.
         text = value.string_value
         out[kv.key] = text if text else flatten_any(value)
-    return out
+    return out if _SMALL_FLOATS.seen == small_floats else SmallFloatAttributes(out)
 
 
 def _kind_name(kind: int) -> str:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from orjson import dumps as _orjson_dumps
 
+from collector.messages import ORJSON_OPTIONS
 from collector.messages import dumps as to_json
 from collector.normalise import messages_from_log, normalise_span
 from collector.otlp_model import DecodedLog, DecodedSpan
@@ -24,10 +26,21 @@ from store.schema import EVENT_COLUMN_NAMES, EVENT_SCHEMA, SPAN_COLUMN_NAMES, SP
 log = logging.getLogger(__name__)
 
 
+def _raw_json(value: Any) -> str:
+    """The JSON text of decoded attributes (or of a list/dict holding them): orjson's, which is the standard
+    encoder's (``collector.messages.dumps``) for every value the decoder makes (str keys, no NaN/Infinity; a float
+    orjson would write differently comes in a ``SmallFloatAttributes``, which it refuses), at a fifth of the cost:
+    a benchmark span's attributes (~2 KB, mostly message JSON to escape) 1.6 instead of 7.5 µs."""
+    try:
+        return _orjson_dumps(value, option=ORJSON_OPTIONS).decode()
+    except TypeError:  # orjson.JSONEncodeError: SmallFloatAttributes, or a value the decoder never makes
+        return to_json(value)
+
+
 def _event_json(span: DecodedSpan) -> str:
     if not span.events:
         return "[]"
-    return to_json(
+    return _raw_json(
         [{"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": e.attributes} for e in span.events]
     )
 
@@ -35,7 +48,9 @@ def _event_json(span: DecodedSpan) -> str:
 def _link_json(span: DecodedSpan) -> str:
     if not span.links:
         return "[]"
-    return to_json([{"trace_id": ln.trace_id, "span_id": ln.span_id, "attributes": ln.attributes} for ln in span.links])
+    return _raw_json(
+        [{"trace_id": ln.trace_id, "span_id": ln.span_id, "attributes": ln.attributes} for ln in span.links]
+    )
 
 
 @dataclass
@@ -120,7 +135,7 @@ class PartitionBuffer:
             # Spans of one resource share its dict: serialise it once per request, not once per span.
             resource = resource_cache.get(id(span.resource))
             if resource is None:
-                resource = resource_cache[id(span.resource)] = (to_json(span.resource), _service_name(span.resource))
+                resource = resource_cache[id(span.resource)] = (_raw_json(span.resource), _service_name(span.resource))
             f = fields
             self._target("spans", project, self._day(span.start_time_unix_nano)).append(
                 (
@@ -134,10 +149,10 @@ class PartitionBuffer:
                     f["session_id"], f["agent_name"], f["tool_name"], f["tool_call_id"], f["tool_arguments"],
                     f["tool_result"], f["prompt_name"], f["prompt_version"], f["finish_reason"], f["response_id"],
                     f["error_type"], f["error_message"], f["is_error"], f["environment"], f["input_messages"],
-                    f["output_messages"], to_json(span.attributes), _event_json(span), _link_json(span),
+                    f["output_messages"], _raw_json(span.attributes), _event_json(span), _link_json(span),
                     resource[0], span.dropped_attributes_count, received_at, span.trace_state or None, span.flags,
                     span.dropped_events_count, span.dropped_links_count,
-                    to_json(span.scope_attributes) if span.scope_attributes else "{}",
+                    _raw_json(span.scope_attributes) if span.scope_attributes else "{}",
                 )
             )  # fmt: skip
             self.rows += 1
