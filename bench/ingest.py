@@ -22,6 +22,7 @@ import inspect
 import io
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import pstats
@@ -837,10 +838,11 @@ def _generate_all(args: argparse.Namespace) -> tuple[list[bytes], int]:
 
 def _writer_pass(
     lake_dir: Path, wal_dir: Path, prices_dir: Path, profiler: cProfile.Profile | None
-) -> tuple[float, int, float]:
+) -> tuple[float, int, float, float]:
     """Run the writer process's entry point in a thread of this process until it has published the whole WAL.
 
-    Returns (seconds, spans written, peak RSS growth of this process in MB)."""
+    Returns (seconds, spans written, peak RSS growth of this process in MB, CPU seconds of the writer thread).
+    The CPU seconds are the figure to compare on a shared machine: the wall time grows with other work."""
     from collector.config import WriterSettings
     from collector.wal import WalPosition, list_segments
     from collector.writer_pool import run_writer
@@ -868,13 +870,17 @@ def _writer_pass(
         raise TypeError(f"run_writer wants {unknown}, which this benchmark does not know how to provide")
     kwargs = {name: value for name, value in known.items() if name in parameters}
     failure: list[BaseException] = []
+    cpu_seconds: list[float] = []
 
     def entry() -> None:
+        started_cpu = time.thread_time()
         try:
             run_writer(**kwargs)
         except BaseException as exc:
             failure.append(exc)
             raise
+        finally:
+            cpu_seconds.append(time.thread_time() - started_cpu)
 
     sampler = ProcessSampler(os.getpid())
     sampler.start()
@@ -905,7 +911,7 @@ def _writer_pass(
     parent.send(("stop",))
     thread.join(timeout=60)
     sampler.stop()
-    return seconds, written, (sampler.peak_kb - baseline_kb) / 1024
+    return seconds, written, (sampler.peak_kb - baseline_kb) / 1024, cpu_seconds[0] if cpu_seconds else math.nan
 
 
 def run_profile(args: argparse.Namespace) -> None:
@@ -950,6 +956,10 @@ def run_profile(args: argparse.Namespace) -> None:
         print(
             f"one writer, plain: {plain[1]:,} spans published in {plain[0]:.2f}s = {plain[1] / plain[0]:,.0f} "
             f"spans/s on one core; peak RSS growth of this process {plain[2]:,.0f} MB"
+        )
+        print(
+            f"one writer, plain: {plain[3]:.2f} CPU-seconds of the writer thread = {plain[1] / plain[3]:,.0f} spans "
+            f"per CPU-second ({plain[3] / plain[1] * 1e6:.1f} µs/span)"
         )
         print(
             f"one writer, under cProfile: {profiled[1]:,} spans in {profiled[0]:.2f}s = "
