@@ -24,7 +24,7 @@ Detector = Callable[[pl.DataFrame, DetectorConfig], pl.DataFrame]
 
 # Bump when any detector's findings change shape or meaning: stored findings are then recomputed.
 DETECTORS_VERSION = "4"  # 2: readiness checks; approval and MCP attributes read; 3: unpinned in the report;
-# 4: injection pre-filter on the newest input only
+# 4: injection pre-filter on the newest input only; marker keys hold no space
 
 DETECTORS: dict[str, Detector] = {
     "error": errors.detect,

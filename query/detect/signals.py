@@ -18,9 +18,10 @@ from query.detect.content import INJECTION_PREFILTER, PII_PREFILTER
 # Attribute keys whose presence makes a span's raw attributes worth reading (retry, guardrail, budget signals).
 # Matched against keys only ("key": in the attributes JSON): the words in free-text values let 2.4x more spans
 # through to JSON parsing for nothing (measured on a 148k-span part: 8,271 vs 3,454).
-# Readiness adds human approval steps and MCP (`mcp.*`) attributes.
+# Readiness adds human approval steps and MCP (`mcp.*`) attributes. A key is taken to hold no space: with `[^"]*`
+# around the words RE2 took 5.8 us a span over the ingest benchmark's 3.8 KB attributes, with `[^" ]*` 3.4.
 _MARKERS = (
-    r'"[^"]*(retry|resend_count|guard|threat|prompt_injection|tripwire|agentflight\.budget|approval|mcp\.)[^"]*":'
+    r'"[^" ]*(retry|resend_count|guard|threat|prompt_injection|tripwire|agentflight\.budget|approval|mcp\.)[^" ]*":'
 )
 # Content acted on by a guardrail, or a refusal, is shown as evidence; a few KB is enough to recognise it.
 EVIDENCE_CHARS = 2000
