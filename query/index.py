@@ -31,6 +31,7 @@ from query.detect.registry import DETECTORS_VERSION
 from query.detect.signals import DETECT_COLUMNS, DETECT_SELECT
 from query.lineage import EXACT_COST_SUM, TOKEN_COLUMNS
 from query.part_changes import new_content
+from query.part_traces import PartTraces
 from query.summaries import LIGHT_COLUMNS, TRACE_ROW_SCHEMA, USAGE_SCHEMA, summarise
 from store.derived import DerivedStore, fingerprint
 from store.layout import Part
@@ -183,6 +184,7 @@ class TraceIndex:
         # new as the reader's own, and reading it saves listing the lake a second time (2.5 ms at 10M spans).
         self._listing: dict[str, dict[str, list[Part]]] = {}
         self._prints: dict[tuple[str, tuple[str, ...]], str] = {}  # (version, part names) -> fingerprint
+        self.part_traces = PartTraces()  # which parts hold a trace seen before (read only those for it)
         self._lock = threading.Lock()
         self.last_refresh_seconds = 0.0
 
@@ -230,6 +232,7 @@ class TraceIndex:
             version = f"{DERIVED_VERSION}/{config.digest}"
             by_date = self.derived.spans_by_date(project)
             self._listing[project] = by_date
+            self.part_traces.keep_only(project, {part.path for parts in by_date.values() for part in parts})
             states = self._states.setdefault(project, {})
             changed = False
             for date in sorted(set(states) - set(by_date)):  # dropped by retention
@@ -327,8 +330,8 @@ class TraceIndex:
         self, project: str, date: str, parts: list[Part], added: list[Part]
     ) -> tuple[pa.Table, pl.DataFrame]:
         """The traces the added parts touch, and all their spans in the partition. A trace the partition has
-        not seen yet can only have spans in the added parts, so only traces seen before are looked for in
-        every part (the common case, a new part of new traces, reads the new parts alone)."""
+        not seen yet can only have spans in the added parts; one seen before is read from the parts that hold
+        it (part_traces.py)."""
         added_files = [str(p.path) for p in added]
         con = self.db.cursor()
         try:
@@ -349,7 +352,10 @@ class TraceIndex:
         if seen.num_rows == 0:
             return touched, self._light_spans(added_files)  # every span there is of a touched trace
         fresh_ids = touched.filter(pc.invert(pc.is_in(touched["trace_id"], seen["trace_id"])))
-        spans = self._light_spans([str(p.path) for p in parts], seen)
+        holders = self.part_traces.holding(parts, seen["trace_id"])
+        log.debug("%s/%s: %d traces seen before, read from %d of %d parts", project, date, seen.num_rows,
+                  len(holders), len(parts))  # fmt: skip
+        spans = self._light_spans([str(p.path) for p in holders], seen)
         if fresh_ids.num_rows:
             spans = pl.concat([spans, self._light_spans(added_files, fresh_ids)], how="vertical_relaxed")
         return touched, spans

@@ -293,3 +293,26 @@ def test_a_span_sent_again_with_other_content_is_summarised_from_its_newest_copy
             assert [(r["root_name"], r["error_count"]) for r in rows] == [("second version", 1)]
     finally:
         collector.stop()
+
+
+def test_a_late_span_is_summarised_from_the_parts_that_hold_its_trace(follower: Follower) -> None:
+    """Five traces in five flushes, then a late span of the first: its trace is read from the two parts that hold
+    it, not from every part of the day, and the result equals a fresh index's whole derive."""
+    rec = Recorder(follower.collector.grpc_port, BASE_NS)
+    try:
+        for n in range(5):
+            t = rec.trace(f"t{n}")
+            t.span("root", f"invoke_agent a{n}", 0, 10, agent(f"a{n}"))
+            t.span("call", "chat acme-chat", 1, 2, llm(100, 10, 0.001), late=n == 0)
+            follower.check()  # one part each
+        assert rec.send_late() == 1
+        follower.caplog.clear()
+        assert follower.check() == {"whole": 0, "increment": 1}
+        reads = [r.getMessage() for r in follower.caplog.records if "seen before" in r.getMessage()]
+        assert len(reads) == 1, reads
+        holders, day = (int(n) for n in reads[0].split("read from ")[1].removesuffix(" parts").split(" of "))
+        assert (holders, day >= 6) == (2, True), reads[0]  # two writers: a flush may publish two parts
+    finally:
+        rec.shutdown()
+    row = follower.index.rows("SELECT span_count FROM traces WHERE trace_id = ?", [rec.traces["t0"].trace_id])
+    assert row == [{"span_count": 2}]
