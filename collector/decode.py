@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable
+from dataclasses import fields
 from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -89,12 +90,15 @@ def flatten_attributes(key_values: Iterable[KeyValue]) -> dict[str, Any]:
     return out if _SMALL_FLOATS.seen == small_floats else SmallFloatAttributes(out)
 
 
-def _kind_name(kind: int) -> str:
-    return SPAN_KIND_NAMES[kind] if 0 <= kind < len(SPAN_KIND_NAMES) else "UNSPECIFIED"
-
-
-def _status_name(code: int) -> str:
-    return STATUS_CODE_NAMES[code] if 0 <= code < len(STATUS_CODE_NAMES) else "UNSET"
+_KINDS = len(SPAN_KIND_NAMES)
+_CODES = len(STATUS_CODE_NAMES)
+# decode_traces passes DecodedSpan's fields by position: checked here, so that a new or moved field fails at import.
+assert [f.name for f in fields(DecodedSpan)] == [
+    "trace_id", "span_id", "parent_span_id", "name", "kind", "start_time_unix_nano", "end_time_unix_nano",
+    "status_code", "status_message", "attributes", "events", "links", "resource", "scope_name", "scope_version",
+    "dropped_attributes_count", "trace_state", "flags", "dropped_events_count", "dropped_links_count",
+    "scope_attributes",
+], "DecodedSpan's fields changed: update decode_traces"  # fmt: skip
 
 
 def _optional_id(raw: bytes) -> str | None:
@@ -103,50 +107,57 @@ def _optional_id(raw: bytes) -> str | None:
 
 
 def decode_traces(body: bytes) -> tuple[list[DecodedSpan], int]:
-    """All storable spans of a request, and how many were left out (the admission rule, re-applied)."""
+    """All storable spans of a request, and how many were left out (the admission rule, re-applied).
+
+    Each protobuf field is read once, into locals: a field read costs ~0.1 µs (a Python object each time), and
+    DecodedSpan is built from positional arguments (the order of its fields)."""
     request = ExportTraceServiceRequest.FromString(body)
     spans: list[DecodedSpan] = []
+    append = spans.append
+    flatten = flatten_attributes
     skipped = 0
     for resource_spans in request.resource_spans:
-        resource = flatten_attributes(resource_spans.resource.attributes)
+        resource = flatten(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
-            scope_name = scope_spans.scope.name
-            scope_version = scope_spans.scope.version
-            scope_attributes = flatten_attributes(scope_spans.scope.attributes)
+            scope = scope_spans.scope
+            scope_name = scope.name
+            scope_version = scope.version
+            scope_attributes = flatten(scope.attributes)
             for span in scope_spans.spans:
                 if span_rejection(span) is not None:
                     skipped += 1
                     continue
                 parent = span.parent_span_id
-                spans.append(
+                kind = span.kind
+                status = span.status
+                code = status.code
+                events = span.events
+                links = span.links
+                append(
                     DecodedSpan(
-                        trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(),
-                        parent_span_id=parent.hex() if parent else None,
-                        name=span.name,
-                        kind=_kind_name(span.kind),
-                        start_time_unix_nano=span.start_time_unix_nano,
-                        end_time_unix_nano=span.end_time_unix_nano,
-                        status_code=_status_name(span.status.code),
-                        status_message=span.status.message,
-                        attributes=flatten_attributes(span.attributes),
-                        events=[
-                            SpanEvent(event.name, event.time_unix_nano, flatten_attributes(event.attributes))
-                            for event in span.events
-                        ],
-                        links=[
-                            SpanLink(link.trace_id.hex(), link.span_id.hex(), flatten_attributes(link.attributes))
-                            for link in span.links
-                        ],
-                        resource=resource,
-                        scope_name=scope_name,
-                        scope_version=scope_version,
-                        dropped_attributes_count=span.dropped_attributes_count,
-                        trace_state=span.trace_state,
-                        flags=span.flags,
-                        dropped_events_count=span.dropped_events_count,
-                        dropped_links_count=span.dropped_links_count,
-                        scope_attributes=scope_attributes,
+                        span.trace_id.hex(),
+                        span.span_id.hex(),
+                        parent.hex() if parent else None,
+                        span.name,
+                        SPAN_KIND_NAMES[kind] if 0 <= kind < _KINDS else "UNSPECIFIED",
+                        span.start_time_unix_nano,
+                        span.end_time_unix_nano,
+                        STATUS_CODE_NAMES[code] if 0 <= code < _CODES else "UNSET",
+                        status.message,
+                        flatten(span.attributes),
+                        [SpanEvent(e.name, e.time_unix_nano, flatten(e.attributes)) for e in events] if events else [],
+                        [SpanLink(ln.trace_id.hex(), ln.span_id.hex(), flatten(ln.attributes)) for ln in links]
+                        if links
+                        else [],
+                        resource,
+                        scope_name,
+                        scope_version,
+                        span.dropped_attributes_count,
+                        span.trace_state,
+                        span.flags,
+                        span.dropped_events_count,
+                        span.dropped_links_count,
+                        scope_attributes,
                     )
                 )
     return spans, skipped
