@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import gc
 import hashlib
 import inspect
 import io
@@ -41,7 +42,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -836,13 +837,16 @@ def _generate_all(args: argparse.Namespace) -> tuple[list[bytes], int]:
     return [body for body, _ in built], sum(stats.spans for _, stats in built)
 
 
-def _writer_pass(
-    lake_dir: Path, wal_dir: Path, prices_dir: Path, profiler: cProfile.Profile | None
-) -> tuple[float, int, float, float]:
-    """Run the writer process's entry point in a thread of this process until it has published the whole WAL.
+class WriterPass(NamedTuple):
+    seconds: float  # wall time until the whole WAL was published
+    spans: int  # spans written
+    rss_mb: float  # peak RSS growth of this process
+    cpu_seconds: float  # CPU time of the writer thread: the figure to compare on a shared machine
+    gc_seconds: float  # of which in the cyclic garbage collector (collections the writer thread triggered)
 
-    Returns (seconds, spans written, peak RSS growth of this process in MB, CPU seconds of the writer thread).
-    The CPU seconds are the figure to compare on a shared machine: the wall time grows with other work."""
+
+def _writer_pass(lake_dir: Path, wal_dir: Path, prices_dir: Path, profiler: cProfile.Profile | None) -> WriterPass:
+    """Run the writer process's entry point in a thread of this process until it has published the whole WAL."""
     from collector.config import WriterSettings
     from collector.wal import WalPosition, list_segments
     from collector.writer_pool import run_writer
@@ -871,8 +875,18 @@ def _writer_pass(
     kwargs = {name: value for name, value in known.items() if name in parameters}
     failure: list[BaseException] = []
     cpu_seconds: list[float] = []
+    gc_seconds = [0.0, 0.0]  # total, start of the current collection
+    writer_ident: list[int] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if writer_ident and threading.get_ident() == writer_ident[0]:
+            if phase == "start":
+                gc_seconds[1] = time.thread_time()
+            else:
+                gc_seconds[0] += time.thread_time() - gc_seconds[1]
 
     def entry() -> None:
+        writer_ident.append(threading.get_ident())
         started_cpu = time.thread_time()
         try:
             run_writer(**kwargs)
@@ -885,6 +899,7 @@ def _writer_pass(
     sampler = ProcessSampler(os.getpid())
     sampler.start()
     baseline_kb = sampler.last_kb
+    gc.callbacks.append(on_gc)
     thread = threading.Thread(
         target=(lambda: profiler.runcall(entry)) if profiler is not None else entry, name="lake-writer", daemon=True
     )
@@ -910,8 +925,34 @@ def _writer_pass(
     seconds = time.monotonic() - started
     parent.send(("stop",))
     thread.join(timeout=60)
+    gc.callbacks.remove(on_gc)
     sampler.stop()
-    return seconds, written, (sampler.peak_kb - baseline_kb) / 1024, cpu_seconds[0] if cpu_seconds else math.nan
+    return WriterPass(
+        seconds,
+        written,
+        (sampler.peak_kb - baseline_kb) / 1024,
+        cpu_seconds[0] if cpu_seconds else math.nan,
+        gc_seconds[0],
+    )
+
+
+def _freeze_writer_heap() -> None:
+    """What ``gc.freeze()`` in a writer process after its imports would save: import what run_writer imports and
+    load the price table, then move every object so far out of the collector's reach (its full collections walk
+    the whole heap: pyarrow, protobuf, the price table)."""
+    import pyarrow  # noqa: F401
+
+    import collector.writer  # noqa: F401
+    import store.lake  # noqa: F401
+    from collector.pricing import Pricer
+
+    Pricer().price(
+        span_type="llm", provider="openai", request_model="gpt-4o", response_model=None, input_tokens=1,
+        output_tokens=1, cache_read_tokens=None, cache_write_tokens=None, reasoning_tokens=None,
+        start_time_unix_nano=time.time_ns(), reported_cost_usd=None, reported_cost_source=None,
+    )  # fmt: skip
+    gc.collect()
+    gc.freeze()
 
 
 def run_profile(args: argparse.Namespace) -> None:
@@ -944,6 +985,8 @@ def run_profile(args: argparse.Namespace) -> None:
             f"WAL append (one thread queueing, group commit, fsync {'on' if args.fsync else 'off'}): {total:,} spans "
             f"in {wal_seconds:.2f}s = {total / wal_seconds:,.0f} spans/s ({wal_bytes / MIB / wal_seconds:,.0f} MiB/s)"
         )
+        if args.gc_freeze:
+            _freeze_writer_heap()
         try:
             plain = _writer_pass(data_dir / "lake-plain", data_dir / "wal", data_dir / "prices", None)
             profiler = cProfile.Profile()
@@ -954,16 +997,19 @@ def run_profile(args: argparse.Namespace) -> None:
                 "update _writer_pass in bench/ingest.py"
             ) from exc
         print(
-            f"one writer, plain: {plain[1]:,} spans published in {plain[0]:.2f}s = {plain[1] / plain[0]:,.0f} "
-            f"spans/s on one core; peak RSS growth of this process {plain[2]:,.0f} MB"
+            f"one writer, plain: {plain.spans:,} spans published in {plain.seconds:.2f}s = "
+            f"{plain.spans / plain.seconds:,.0f} spans/s on one core; peak RSS growth of this process "
+            f"{plain.rss_mb:,.0f} MB"
         )
         print(
-            f"one writer, plain: {plain[3]:.2f} CPU-seconds of the writer thread = {plain[1] / plain[3]:,.0f} spans "
-            f"per CPU-second ({plain[3] / plain[1] * 1e6:.1f} µs/span)"
+            f"one writer, plain: {plain.cpu_seconds:.2f} CPU-seconds of the writer thread = "
+            f"{plain.spans / plain.cpu_seconds:,.0f} spans per CPU-second ({plain.cpu_seconds / plain.spans * 1e6:.1f} "
+            f"µs/span), of which {plain.gc_seconds:.2f} s in the garbage collector"
+            + (" (objects before the pass frozen: --gc-freeze)" if args.gc_freeze else "")
         )
         print(
-            f"one writer, under cProfile: {profiled[1]:,} spans in {profiled[0]:.2f}s = "
-            f"{profiled[1] / profiled[0]:,.0f} spans/s (collector+store sources {source_fingerprint()})"
+            f"one writer, under cProfile: {profiled.spans:,} spans in {profiled.seconds:.2f}s = "
+            f"{profiled.spans / profiled.seconds:,.0f} spans/s (collector+store sources {source_fingerprint()})"
         )
         stream = io.StringIO()
         stats = pstats.Stats(profiler, stream=stream)
@@ -1078,6 +1124,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--profile-top", type=int, default=25, help="functions to list in --profile (default 25)")
     parser.add_argument("--profile-out", default=None, help="also save the --profile stats to this file")
+    parser.add_argument(
+        "--gc-freeze", action="store_true", help="--profile with gc.freeze() after the writer's imports (what it saves)"
+    )
     args = parser.parse_args(argv)
     if args.spans <= 0 or args.senders <= 0 or args.spans_per_request <= 0:
         parser.error("--spans, --senders and --spans-per-request must be positive")
