@@ -78,10 +78,11 @@ STEP_LABELS = {
     "usage_rows": "usage_rows",
     "publish": "to Arrow + publish 3 files",
 }
-INGEST_MODES = ("alone", "api", "api-no-detectors")
+INGEST_MODES = ("alone", "api", "api-nice0", "api-no-detectors")
 INGEST_LABELS = {
     "alone": "collector alone",
     "api": "+ API polling ?flag=loop",
+    "api-nice0": "+ API polling, API at nice 0",
     "api-no-detectors": "+ API polling, detectors off",
 }
 MIB = 1024 * 1024
@@ -382,11 +383,15 @@ class Poller(threading.Thread):
         self.join(timeout=330)
 
 
-def start_api_process(data_dir: Path, detectors: bool, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_api_process(
+    data_dir: Path, detectors: bool, log_path: Path, nice: int | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`agentflight api` (at its default --api-nice unless `nice` is given)."""
     port = query_bench.free_port()
     command = [
         sys.executable, "-c", LAUNCHER, "on" if detectors else "off",
         "api", "--data-dir", str(data_dir), "--api-port", str(port), "--log-level", "WARNING",
+        *(["--api-nice", str(nice)] if nice is not None else []),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("AGENTFLIGHT_KEYS_FILE", None)
@@ -432,7 +437,8 @@ def ingest_once(iargs: argparse.Namespace, mode: str, poll_every: float) -> dict
             ingest.wait_healthy(collector, client)
             base = ""
             if mode != "alone":
-                api, base = start_api_process(data_dir, mode == "api", root / "api.log")
+                nice = 0 if mode == "api-nice0" else None
+                api, base = start_api_process(data_dir, mode != "api-no-detectors", root / "api.log", nice)
             workload, _ = ingest.wait_ready(senders, timeout=max(600.0, iargs.spans / 500))
             total = int(workload["spans"])
             sampler = ingest.ProcessSampler(collector.process.pid)
@@ -644,6 +650,12 @@ def render_ingest(i: dict[str, Any]) -> list[str]:
                 f"  an API keeping the index and findings current on the same cores costs {100 * loss:.0f} % of "
                 f"ingest throughput (limit {100 * MAX_INGEST_LOSS:.0f} %: {verdict})"
             )
+            if "api-nice0" in medians:
+                equal = 1 - medians["api-nice0"] / alone
+                lines.append(
+                    f"  at nice 0 (the API sharing the cores equally with ingest instead of taking their spare time) "
+                    f"it costs {100 * equal:.0f} %"
+                )
             if "api-no-detectors" in medians:
                 plain = 1 - medians["api-no-detectors"] / alone
                 lines.append(

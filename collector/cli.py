@@ -42,6 +42,7 @@ _COMMON_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--sql-memory-limit-mb", {"help": "POST /sql: DuckDB memory per query in MiB (default 1024)"}),
     ("--tls-cert-file", {"help": "PEM certificate chain: the OTLP receivers accept TLS only (with --tls-key-file)"}),
     ("--tls-key-file", {"help": "PEM private key of --tls-cert-file"}),
+    ("--api-nice", {"help": "the query API's CPU priority, nice 0-19 (default 10: ingest comes first)"}),
 ]
 
 
@@ -220,8 +221,18 @@ def cmd_ui(settings: Settings, args: argparse.Namespace) -> int:
     return subprocess.call(_ui_process_args(settings), env=env)
 
 
+def _lower_priority(nice: int) -> None:
+    """Run this process at `nice` (never raising its priority, which needs privileges). Called before any
+    thread starts: Linux keeps a nice value per thread, and threads (uvicorn's, DuckDB's, polars') inherit it."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > current:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+        log.info("API process at nice %d: on a shared machine the collector's ingest comes first", nice)
+
+
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     """The query API on --api-port (uvicorn, one process; DuckDB uses both cores per query)."""
+    _lower_priority(settings.api_nice)
     import uvicorn
 
     from query.app import create_app, started

@@ -42,6 +42,10 @@ class Settings:
     sql_memory_limit_mb: int = 1024  # POST /sql: DuckDB memory per query before 413
     tls_cert_file: Path | None = None  # with tls_key_file: both OTLP receivers speak TLS only
     tls_key_file: Path | None = None
+    # The query API's CPU priority (nice 0-19; 0 leaves it as started). On a machine the API shares with the
+    # collector, ingest is the work that must not fall behind: at 10, keeping findings current during a burst
+    # takes the cores' spare time instead of the writers' (bench.detect, ingest part).
+    api_nice: int = 10
 
     @property
     def lake_dir(self) -> Path:
@@ -99,6 +103,13 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _nice(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 19:
+        raise ValueError("must be a nice value between 0 and 19")
+    return number
+
+
 def _bool(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -147,6 +158,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "sql_memory_limit_mb": _positive_int,
     "tls_cert_file": _readable_file,
     "tls_key_file": _readable_file,
+    "api_nice": _nice,
 }
 
 

@@ -36,6 +36,7 @@ def test_readme_names_the_two_setup_commands_and_ci_runs_the_test_one() -> None:
         ({"retention_days": "-3"}, {}, "--retention-days"),
         ({"flush_interval_seconds": "0"}, {}, "--flush-interval-seconds"),
         ({"log_level": "LOUD"}, {}, "--log-level"),
+        ({}, {"AGENTFLIGHT_API_NICE": "20"}, "AGENTFLIGHT_API_NICE"),
     ],
 )
 def test_bad_config_value_names_itself(flags: dict[str, str], env: dict[str, str], named: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +14,21 @@ import httpx
 from examples.scenarios import scenarios
 from store.views import connect
 from tests.conftest import REPO, free_port
+
+
+def _children(pid: int) -> list[int]:
+    return [
+        int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()
+    ]
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_text()
+
+
+def _nice(proc: Path) -> int:
+    """Field 19 of /proc/<pid>[/task/<tid>]/stat (after the parenthesised command name)."""
+    return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 def test_up_serves_sample_traces_through_the_api(tmp_path: Path) -> None:
@@ -50,6 +66,12 @@ def test_up_serves_sample_traces_through_the_api(tmp_path: Path) -> None:
         # The demo agent's runs are there too, with every kind of finding it is built to produce.
         totals = httpx.get(f"http://127.0.0.1:{api_port}/findings/counts", timeout=30).json()["totals"]
         assert set(totals) == {"loop", "retry", "budget", "guardrail", "error", "readiness"}, totals
+        # The API runs at nice 10, every thread of it; the collector (ingest) as it was started.
+        api_pids = [pid for pid in _children(process.pid) if "collector.cli\0api" in _cmdline(pid)]
+        assert len(api_pids) == 1
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert {_nice(task) for task in Path(f"/proc/{api_pids[0]}/task").iterdir()} == {max(own, 10)}
+        assert _nice(Path(f"/proc/{process.pid}")) == own
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0, "".join(output)
