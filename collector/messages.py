@@ -43,8 +43,8 @@ class _OddNumbers:
 
 
 _ODD_NUMBERS = _OddNumbers()
-# The standard decoder's constants (one object each, as json.decoder returns them).
 _FLOAT_MAX = sys.float_info.max
+# The standard decoder's constants (one object each, as json.decoder returns them).
 _CONSTANTS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
