@@ -23,9 +23,6 @@ from collector.wal import SIGNAL_TRACES, WalPosition, WalReader
 from store.lake import Lake
 
 log = logging.getLogger(__name__)
-# How many maintenance intervals compaction may wait for the writer to catch up with the WAL (30 s -> 5 min):
-# parts keep piling up meanwhile (a 5k-row part per writer per 5k spans), and each costs queries a file open.
-MAINTENANCE_MAX_DEFERRALS = 10
 
 
 class LakeWriter:
@@ -50,7 +47,6 @@ class LakeWriter:
         self._reader = WalReader(wal_dir, self.published_position)
         self._buffer = PartitionBuffer()
         self._buffered_since: float | None = None
-        self._last_maintenance = time.monotonic()
 
     def _owns(self, sequence: int) -> bool:
         return sequence % self.shards == self.shard
@@ -110,35 +106,3 @@ class LakeWriter:
             store_checkpoint(self.checkpoint_path, position)
         self.published_position = position
         self._buffered_since = None
-
-    def maintenance_due(self, caught_up: bool) -> bool:
-        """Maintenance (compaction) waits for a moment the writer has caught up with the WAL, for at most
-        MAINTENANCE_MAX_DEFERRALS intervals: a merge of 200k agent spans costs writer 0 ~6 s of CPU, which
-        during a burst would come out of ingest (queryable lag) while the other writer waits on the same
-        cores."""
-        waited = time.monotonic() - self._last_maintenance
-        interval = self.settings.maintenance_interval_seconds
-        return waited >= interval and (caught_up or waited >= interval * MAINTENANCE_MAX_DEFERRALS)
-
-    def maintenance(self) -> None:
-        """Compaction of small parts, retention, and deletion of retired parts (shard 0 only)."""
-        self._last_maintenance = time.monotonic()
-        for table in ("spans", "events"):
-            candidates = self.lake.compaction_candidates(
-                table, self.settings.compact_min_parts, self.settings.compact_small_bytes
-            )
-            for group in list(candidates):
-                began, size_in = time.monotonic(), sum(part.size for part in group)
-                merged, duplicates = self.lake.compact(group)
-                log.info(
-                    "compacted %d %s parts (%.1f MB) into %s (%.1f MB) in %.2f s, %d duplicates removed",
-                    len(group), table, size_in / 1e6, merged.path.name, merged.size / 1e6,
-                    time.monotonic() - began, duplicates,
-                )  # fmt: skip
-                self.counters.parts_compacted += len(group)
-                if table == "spans":
-                    self.counters.spans_deduplicated += duplicates
-        if self.settings.retention_days is not None:
-            for dropped in self.lake.drop_older_than(self.settings.retention_days):
-                log.info("retention: dropped %s", dropped)
-        self.lake.purge_retired()

@@ -24,6 +24,7 @@ from typing import Any
 
 from collector.checkpoints import resume_position
 from collector.config import WriterSettings
+from collector.maintainer import run_maintainer
 from collector.metrics import IngestMetrics
 from collector.wal import WalPosition, WriteAheadLog
 
@@ -37,11 +38,11 @@ _PR_SET_NAME = 15  # linux/prctl.h
 def _context() -> multiprocessing.context.ForkServerContext:
     ctx = multiprocessing.get_context("forkserver")
     assert isinstance(ctx, multiprocessing.context.ForkServerContext)
-    ctx.set_forkserver_preload(["collector.writer", "collector.pricing", "store.lake"])
+    ctx.set_forkserver_preload(["collector.writer", "collector.maintainer", "collector.pricing", "store.lake"])
     return ctx
 
 
-def _name_process(name: str) -> None:
+def name_process(name: str) -> None:
     """Set the kernel's name of this process (/proc/<pid>/comm, ps, top), so memory and CPU can be told apart
     per writer: every forkserver child otherwise shows the forkserver's command line."""
     with contextlib.suppress(OSError, AttributeError):
@@ -54,7 +55,7 @@ def run_writer(
     conn: Connection, log_level: str,
 ) -> None:  # fmt: skip
     """Entry point of a writer process."""
-    _name_process(f"af-writer-{shard}")
+    name_process(f"af-writer-{shard}")
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[w%(process)d]: %(message)s")
     import pyarrow
 
@@ -96,10 +97,6 @@ def run_writer(
                     flush_target = None
             if stopping and read == 0:
                 return
-            if shard == 0 and writer.maintenance_due(caught_up=read == 0):
-                writer.maintenance()
-                conn.send(("progress", writer.published_position.segment, writer.published_position.offset,
-                           writer.counters.as_dict()))  # fmt: skip
             if read == 0:
                 conn.poll(_IDLE_POLL_SECONDS)
         except (BrokenPipeError, EOFError):
@@ -137,6 +134,7 @@ class WriterPool:
         self.log_level = log_level
         self._ctx = _context()
         self._writers = [_Writer(shard) for shard in range(settings.processes)]
+        self._maintainer = _Writer(shard=-1)  # compaction, retention (maintainer.py); its position is unused
         self._progress = threading.Condition()
         self._stopping = False
         self._backlog_cache = (0.0, 0)
@@ -151,26 +149,27 @@ class WriterPool:
     def start(self) -> WriterPool:
         for writer in self._writers:
             self._spawn(writer)
+        self._spawn(self._maintainer)
         return self
 
     def _spawn(self, writer: _Writer) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=run_writer,
+        if writer is self._maintainer:
+            target: Any = run_maintainer
+            args: tuple[Any, ...] = (self.lake_dir, self.settings, child, self.log_level)
+        else:
             # The start is fixed by the pool, never read by the process itself: another shard may already
             # have checkpointed past records this one has not published yet.
-            args=(self.lake_dir, self.wal.directory, self.prices_dir, self.settings, writer.shard, writer.position,
-                  child, self.log_level),
-            name=f"agentflight-writer-{writer.shard}",
-            daemon=True,
-        )  # fmt: skip
+            target = run_writer
+            args = (self.lake_dir, self.wal.directory, self.prices_dir, self.settings, writer.shard, writer.position,
+                    child, self.log_level)  # fmt: skip
+        name = "maintainer" if writer is self._maintainer else f"writer-{writer.shard}"
+        process = self._ctx.Process(target=target, args=args, name=f"agentflight-{name}", daemon=True)
         process.start()
         child.close()
         writer.process, writer.conn = process, parent
         writer.counters = {}  # a new process counts from zero
-        threading.Thread(
-            target=self._listen, args=(writer, parent), name=f"writer-{writer.shard}-pipe", daemon=True
-        ).start()
+        threading.Thread(target=self._listen, args=(writer, parent), name=f"{name}-pipe", daemon=True).start()
 
     def _listen(self, writer: _Writer, conn: Connection) -> None:
         while True:
@@ -178,16 +177,29 @@ class WriterPool:
                 message = conn.recv()
             except (EOFError, OSError):
                 break
-            if message[0] == "progress":
+            if message[0] == "progress" and writer is self._maintainer:
+                self._add_counters(writer, message[1])
+            elif message[0] == "progress":
                 self._absorb(writer, WalPosition(message[1], message[2]), message[3])
         if self._stopping:
             return
-        log.error("writer %d exited unexpectedly; restarting it (its records are still in the WAL)", writer.shard)
+        if writer is self._maintainer:
+            log.error("the maintenance process exited unexpectedly; restarting it")
+        else:
+            log.error("writer %d exited unexpectedly; restarting it (its records are still in the WAL)", writer.shard)
         time.sleep(_RESTART_DELAY_SECONDS)
         if not self._stopping:
             self._spawn(writer)
 
     def _absorb(self, writer: _Writer, position: WalPosition, counters: dict[str, Any]) -> None:
+        self._add_counters(writer, counters)
+        with self._progress:
+            writer.position = max(writer.position, position)
+            self._progress.notify_all()
+        self.wal.remove_segments_before(self.published_position)
+
+    def _add_counters(self, writer: _Writer, counters: dict[str, Any]) -> None:
+        """Add what a process counted since its last report to the collector's metrics."""
         previous = writer.counters
         with self.metrics.lock:
             m = self.metrics
@@ -198,15 +210,15 @@ class WriterPool:
                 else:
                     setattr(m, name, getattr(m, name) + value - previous.get(name, 0))
         writer.counters = counters
-        with self._progress:
-            writer.position = max(writer.position, position)
-            self._progress.notify_all()
-        self.wal.remove_segments_before(self.published_position)
 
     def stop(self, timeout: float = 60.0) -> None:
         self._stopping = True
         for writer in self._writers:
             self._send(writer, ("stop",))
+        # A merge under way is not waited for: its inputs stay in place until it has written its output.
+        maintainer = self._maintainer.process
+        if maintainer is not None and maintainer.is_alive():
+            maintainer.kill()
         deadline = time.monotonic() + timeout
         for writer in self._writers:
             if writer.process is not None:
@@ -215,6 +227,8 @@ class WriterPool:
                     log.error("writer %d did not stop in time; killing it (the WAL keeps its records)", writer.shard)
                     writer.process.kill()
                     writer.process.join(5)
+        if maintainer is not None:
+            maintainer.join(5)
 
     def _send(self, writer: _Writer, message: tuple[Any, ...]) -> None:
         if writer.conn is None:

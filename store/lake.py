@@ -43,6 +43,8 @@ ROW_GROUP_ROWS = 32_768
 COMPACTED_ROW_GROUP_ROWS = 4_096
 ZSTD_LEVEL = 1
 RETIRE_GRACE_SECONDS = 120.0
+# A `.parquet.tmp` older than this was left by a killed process: a part write takes seconds, a 1M-row merge ~30 s.
+UNFINISHED_GRACE_SECONDS = 3600.0
 # A merge sorted all its rows in one DuckDB query, which needs them all in memory at once: 3M small spans
 # (91 MB uncompressed) took +377 MB RSS under a 256 MB memory_limit, and 200k agent spans from the ingest
 # benchmark (700 MB) failed with OutOfMemory, so such a partition never compacted again. A merge bigger than
@@ -354,6 +356,21 @@ class Lake(LakeLayout):
             if stamp.isdigit() and int(stamp) < cutoff:
                 path.unlink(missing_ok=True)
                 removed += 1
+        return removed
+
+    def remove_unfinished(self, older_than_seconds: float = UNFINISHED_GRACE_SECONDS) -> int:
+        """Delete part files a process was killed while writing (`.parquet.tmp`, never renamed into place) once
+        they are older than any write takes."""
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for table in TABLES:
+            for path in self.table_dir(table).glob("*/*/*.parquet.tmp"):
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue  # renamed into place or removed meanwhile
         return removed
 
     # --- retention --------------------------------------------------------------------------------
