@@ -290,22 +290,24 @@ def cmd_reprice(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
-    """Compaction and retention on demand (the running collector also does both periodically)."""
+    """Compaction and retention on demand (a running collector's maintenance process does both periodically):
+    one round of what it does, merging any two or more small parts."""
+    from collector.config import WriterSettings
+    from collector.maintainer import maintain
+    from collector.metrics import WriterCounters
     from store.lake import Lake, WriterLock
 
     lake = Lake(settings.lake_dir, writer_id="maintain")
     lock = WriterLock(settings.lake_dir).acquire()
-    merged = duplicates = 0
+    counters = WriterCounters()
     try:
-        for table in ("spans", "events"):
-            for group in list(lake.compaction_candidates(table, min_parts=2, small_bytes=64 * 1024 * 1024)):
-                _, removed = lake.compact(group)
-                merged += len(group)
-                duplicates += removed
-        dropped = lake.drop_older_than(settings.retention_days) if settings.retention_days else []
+        dropped = maintain(lake, WriterSettings(compact_min_parts=2, retention_days=settings.retention_days), counters)
     finally:
         lock.release()
-    print(f"compacted {merged} part(s), removed {duplicates} duplicate row(s), dropped {len(dropped)} partition(s)")
+    print(
+        f"compacted {counters.parts_compacted} part(s), removed {counters.spans_deduplicated} duplicate row(s), "
+        f"dropped {len(dropped)} partition(s)"
+    )
     return 0
 
 

@@ -52,9 +52,10 @@ def run_maintainer(lake_dir: Path, settings: WriterSettings, conn: Connection, l
             log.exception("maintenance failed; retrying in %.0f s", settings.maintenance_interval_seconds)
 
 
-def maintain(lake: Lake, settings: WriterSettings, counters: WriterCounters) -> None:
+def maintain(lake: Lake, settings: WriterSettings, counters: WriterCounters) -> list[Path]:
     """One round: merge the small parts of every partition, drop partitions past retention, delete the inputs
-    of earlier merges once their grace period is over, and part files a killed process left half-written."""
+    of earlier merges once their grace period is over, and part files a killed process left half-written.
+    Returns the partitions retention dropped."""
     for table in ("spans", "events"):
         for group in list(lake.compaction_candidates(table, settings.compact_min_parts, settings.compact_small_bytes)):
             began, size_in = time.monotonic(), sum(part.size for part in group)
@@ -67,9 +68,10 @@ def maintain(lake: Lake, settings: WriterSettings, counters: WriterCounters) -> 
             counters.parts_compacted += len(group)
             if table == "spans":
                 counters.spans_deduplicated += duplicates
-    if settings.retention_days is not None:
-        for dropped in lake.drop_older_than(settings.retention_days):
-            log.info("retention: dropped %s", dropped)
+    dropped = lake.drop_older_than(settings.retention_days) if settings.retention_days is not None else []
+    for partition in dropped:
+        log.info("retention: dropped %s", partition)
     lake.purge_retired()
     if removed := lake.remove_unfinished():
         log.info("removed %d part files left half-written by a killed process", removed)
+    return dropped

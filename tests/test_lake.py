@@ -250,3 +250,25 @@ def test_the_maintenance_process_compacts_at_nice_19_and_removes_half_written_pa
         )
     finally:
         collector.stop()
+
+
+def test_agentflight_maintain_merges_the_parts_of_a_stopped_collector(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    collector = start_collector(tmp_path / "data")
+    try:
+        for _ in range(3):
+            grpc_export(collector.grpc_port, TAU)
+            collector.flush()
+        assert len(collector.lake.parts("spans")) >= 3
+    finally:
+        collector.stop()
+    done = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "maintain", "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, cwd=REPO, check=True,
+    )  # fmt: skip
+    assert "removed 418 duplicate row(s), dropped 0 partition(s)" in done.stdout, done.stdout
+    assert len(Lake(tmp_path / "data" / "lake").parts("spans")) == 1
