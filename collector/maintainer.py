@@ -1,5 +1,5 @@
 """Lake maintenance off the ingest path: compaction of small parts, retention, deletion of retired parts and of
-half-written ones, every maintenance interval, in a process of its own at the lowest CPU priority.
+half-written ones, every maintenance interval, each round in a process of its own at the lowest CPU priority.
 
 A merge costs CPU in proportion to what it rewrites (200k agent spans: ~6 s). In writer 0, where it ran before,
 it stopped that shard's publishing for the length of the merge and took the cores the other writer needed: one
@@ -10,6 +10,7 @@ they always do).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -28,7 +29,7 @@ MAINTAINER_ID = "m0"  # in the names of the parts it writes, where writers put w
 
 
 def run_maintainer(lake_dir: Path, settings: WriterSettings, conn: Connection, log_level: str) -> None:
-    """Entry point of the maintenance process: maintain, report the counters, wait an interval, until "stop"."""
+    """Entry point of a maintenance process: one round, its counters sent back, then exit."""
     from collector.writer_pool import name_process
 
     name_process("af-maintainer")
@@ -38,18 +39,14 @@ def run_maintainer(lake_dir: Path, settings: WriterSettings, conn: Connection, l
 
     pyarrow.set_memory_pool(pyarrow.system_memory_pool())  # as the writers: freed merge buffers go back
     lake = Lake(lake_dir, writer_id=MAINTAINER_ID)
-    shutil.rmtree(lake.compaction_tmp_dir, ignore_errors=True)  # spill files of a merge killed half-way
+    # Spill files of a merge killed half-way (rounds never overlap: the pool starts one when the last has ended).
+    shutil.rmtree(lake.compaction_tmp_dir, ignore_errors=True)
     counters = WriterCounters()
-    while True:
-        try:
-            if conn.poll(settings.maintenance_interval_seconds) and conn.recv()[0] == "stop":
-                return
-            maintain(lake, settings, counters)
+    try:
+        maintain(lake, settings, counters)
+    finally:  # what was merged before a failure is counted too
+        with contextlib.suppress(BrokenPipeError, OSError):
             conn.send(("progress", counters.as_dict()))
-        except (BrokenPipeError, EOFError):
-            return  # the collector went away
-        except Exception:  # a failed merge leaves its inputs in place: log it and try again next interval
-            log.exception("maintenance failed; retrying in %.0f s", settings.maintenance_interval_seconds)
 
 
 def maintain(lake: Lake, settings: WriterSettings, counters: WriterCounters) -> list[Path]:
