@@ -1,5 +1,5 @@
 """The JSON texts ingest writes (message columns, raw attribute/event/link/resource columns) are the standard
-library encoder's, byte for byte, although orjson writes most of them (collector.messages.dumps,
+library encoder's, byte for byte, although orjson writes most of them (collector.messages._dumps_parsed,
 collector.rows._raw_json)."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
+import collector.messages as messages
 from collector.decode import SmallFloatAttributes, decode_traces
 from collector.messages import clear_memos, dumps, otel_messages
 from collector.normalise import normalise_span
@@ -49,16 +50,30 @@ _value = st.recursive(
 
 @settings(max_examples=1500, deadline=None)
 @given(value=_value)
-def test_dumps_is_the_standard_text(value: Any) -> None:
-    assert dumps(value) == _standard(value)
+def test_orjson_text_of_parsed_json_is_the_standard_text(value: Any) -> None:
+    # a value as the JSON parser returns it (odd numbers included): _dumps_parsed writes the standard text
+    text = _standard(value)
+    before = messages._ODD_NUMBERS.seen
+    parsed = messages.loads(text)
+    assert messages._dumps_parsed(parsed, before) == _standard(parsed)
+    assert dumps(value) == text
 
 
 @pytest.mark.parametrize(
-    "value",
-    [{2: "a", True: "b", None: "c", 1.5: "d"}, [2**64], {"k": "\ud800"}, {"k": [1e-05, "null"]}, [float("nan")]],
+    ("value", "refused"),
+    [
+        ({2: "a", True: "b", None: "c", 1.5: "d"}, True),
+        ([2**64], True),
+        ({"k": "\ud800"}, True),
+        ({"k": [1e-05, "null"]}, False),
+        ([float("nan")], False),
+    ],
 )
-def test_dumps_of_what_orjson_refuses_or_writes_otherwise(value: Any) -> None:
-    assert dumps(value) == _standard(value)
+def test_odd_values_take_the_standard_encoder(value: Any, refused: bool) -> None:
+    # an odd number parsed meanwhile: the standard encoder
+    assert messages._dumps_parsed(value, messages._ODD_NUMBERS.seen - 1) == _standard(value)
+    if refused:  # what orjson refuses takes it too, odd numbers or not
+        assert messages._dumps_parsed(value, messages._ODD_NUMBERS.seen) == _standard(value)
 
 
 @pytest.mark.parametrize("number", ["1e-7", "1e-07", "0.00001", "1E-5", "2.5e-9", "1e400", "NaN", "-Infinity", "0.5"])
