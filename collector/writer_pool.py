@@ -30,6 +30,10 @@ from collector.wal import WalPosition, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
+# A maintenance round waits while the writers are this far behind (a few seconds of a burst: the benchmark's
+# 200k spans are ~380 MiB of WAL), for at most this many intervals (30 s -> 5 min).
+MAINTENANCE_MAX_BACKLOG_BYTES = 16 * 1024 * 1024
+MAINTENANCE_MAX_SKIPS = 10
 _IDLE_POLL_SECONDS = 0.02  # how often an idle writer looks for new WAL records (latency to queryable)
 _RESTART_DELAY_SECONDS = 1.0
 _PR_SET_NAME = 15  # linux/prctl.h
@@ -154,12 +158,21 @@ class WriterPool:
         return self
 
     def _maintain_periodically(self) -> None:
-        """Start a maintenance round every interval, unless the last one is still merging. A process per round,
-        not one kept waiting: an idle one held ~80 MB of the collector's PSS (bench/ingest.py, 462 -> 546 MB)."""
+        """Start a maintenance round every interval, unless the last one is still merging or the writers are
+        behind. A process per round, not one kept waiting: an idle one held ~80 MB of the collector's PSS
+        (bench/ingest.py, 462 -> 546 MB). While more than MAINTENANCE_MAX_BACKLOG_BYTES of the WAL waits for the
+        writers (a burst), a round would take a merge's memory (~220 MB for 200k agent spans) on top of theirs
+        and CPU from them, so it waits, for at most MAINTENANCE_MAX_SKIPS intervals."""
+        skipped = 0
         while not self._stopped.wait(self.settings.maintenance_interval_seconds):
             running = self._maintainer.process
-            if running is None or not running.is_alive():
-                self._spawn(self._maintainer)
+            if running is not None and running.is_alive():
+                continue
+            if self.backlog_bytes() > MAINTENANCE_MAX_BACKLOG_BYTES and skipped < MAINTENANCE_MAX_SKIPS:
+                skipped += 1
+                continue
+            skipped = 0
+            self._spawn(self._maintainer)
 
     def _spawn(self, writer: _Writer) -> None:
         parent, child = self._ctx.Pipe(duplex=True)

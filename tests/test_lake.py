@@ -287,3 +287,33 @@ def test_agentflight_maintain_merges_the_parts_of_a_stopped_collector(tmp_path: 
     )  # fmt: skip
     assert "removed 418 duplicate row(s), dropped 0 partition(s)" in done.stdout, done.stdout
     assert len(Lake(tmp_path / "data" / "lake").parts("spans")) == 1
+
+
+def test_maintenance_waits_while_the_writers_are_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A merge's memory and CPU go on top of the writers' during a burst, so a round waits while the WAL
+    backlog is over MAINTENANCE_MAX_BACKLOG_BYTES (for at most MAINTENANCE_MAX_SKIPS intervals)."""
+    import time
+
+    import collector.writer_pool as pool_module
+    from collector.config import Settings, WriterSettings
+
+    settings = Settings(data_dir=tmp_path / "data", grpc_port=0, http_port=0, log_level="WARNING")
+    quick = WriterSettings(flush_interval_seconds=0.2, maintenance_interval_seconds=0.2, compact_min_parts=2)
+    collector = Collector(settings, writer_settings=quick).start()
+    try:
+        backlog = [1 << 40]  # the writers far behind, as in a burst
+        monkeypatch.setattr(collector.writer, "backlog_bytes", lambda: backlog[0])
+        monkeypatch.setattr(pool_module, "MAINTENANCE_MAX_SKIPS", 1_000)
+        for _ in range(3):
+            grpc_export(collector.grpc_port, TAU)
+            collector.flush()
+        time.sleep(2.0)  # ten intervals
+        assert collector.metrics.snapshot()["parts_compacted"] == 0
+        assert len(collector.lake.parts("spans")) >= 3
+        backlog[0] = 0  # caught up: the next interval merges
+        deadline = time.monotonic() + 30
+        while collector.metrics.snapshot()["parts_compacted"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert collector.metrics.snapshot()["parts_compacted"] >= 2
+    finally:
+        collector.stop()
