@@ -140,6 +140,7 @@ class WriterPool:
         self._writers = [_Writer(shard) for shard in range(settings.processes)]
         self._maintainer = _Writer(shard=-1)  # one maintenance round at a time (maintainer.py); position unused
         self._stopped = threading.Event()
+        self._maintenance_lock = threading.Lock()
         self._progress = threading.Condition()
         self._stopping = False
         self._backlog_cache = (0.0, 0)
@@ -172,7 +173,10 @@ class WriterPool:
                 skipped += 1
                 continue
             skipped = 0
-            self._spawn(self._maintainer)
+            with self._maintenance_lock:  # stop() kills the round under way: none may start after it
+                if self._stopping:
+                    return
+                self._spawn(self._maintainer)
 
     def _spawn(self, writer: _Writer) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
@@ -237,14 +241,15 @@ class WriterPool:
         writer.counters = counters
 
     def stop(self, timeout: float = 60.0) -> None:
-        self._stopping = True
-        self._stopped.set()
+        with self._maintenance_lock:
+            self._stopping = True
+            self._stopped.set()
+            # A merge under way is not waited for: its inputs stay in place until it has written its output.
+            maintainer = self._maintainer.process
+            if maintainer is not None and maintainer.is_alive():
+                maintainer.kill()
         for writer in self._writers:
             self._send(writer, ("stop",))
-        # A merge under way is not waited for: its inputs stay in place until it has written its output.
-        maintainer = self._maintainer.process
-        if maintainer is not None and maintainer.is_alive():
-            maintainer.kill()
         deadline = time.monotonic() + timeout
         for writer in self._writers:
             if writer.process is not None:
