@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import logging
 import multiprocessing
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ MAINTENANCE_MAX_SKIPS = 10
 _IDLE_POLL_SECONDS = 0.02  # how often an idle writer looks for new WAL records (latency to queryable)
 _RESTART_DELAY_SECONDS = 1.0
 _PR_SET_NAME = 15  # linux/prctl.h
+_PR_SET_PDEATHSIG = 1
 
 
 def _context() -> multiprocessing.context.ForkServerContext:
@@ -44,6 +46,13 @@ def _context() -> multiprocessing.context.ForkServerContext:
     assert isinstance(ctx, multiprocessing.context.ForkServerContext)
     ctx.set_forkserver_preload(["collector.writer", "collector.maintainer", "collector.pricing", "store.lake"])
     return ctx
+
+
+def die_with_parent() -> None:
+    """Have the kernel kill this process when its parent (the forkserver, which exits with the collector) dies:
+    a merge left running by a killed collector would race the restarted collector's own."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def name_process(name: str) -> None:
