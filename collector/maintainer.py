@@ -17,10 +17,13 @@ import shutil
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from collector.config import WriterSettings
 from collector.metrics import WriterCounters
-from store.lake import Lake
+
+if TYPE_CHECKING:  # the receiving process imports this module for the entry point and must not load pyarrow
+    from store.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,8 @@ def run_maintainer(lake_dir: Path, settings: WriterSettings, conn: Connection, l
     os.setpriority(os.PRIO_PROCESS, 0, max(MAINTAINER_NICE, os.getpriority(os.PRIO_PROCESS, 0)))
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[m%(process)d]: %(message)s")
     import pyarrow
+
+    from store.lake import Lake
 
     pyarrow.set_memory_pool(pyarrow.system_memory_pool())  # as the writers: freed merge buffers go back
     lake = Lake(lake_dir, writer_id=MAINTAINER_ID)
