@@ -42,7 +42,7 @@ _COMMON_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--sql-memory-limit-mb", {"help": "POST /sql: DuckDB memory per query in MiB (default 1024)"}),
     ("--tls-cert-file", {"help": "PEM certificate chain: the OTLP receivers accept TLS only (with --tls-key-file)"}),
     ("--tls-key-file", {"help": "PEM private key of --tls-cert-file"}),
-    ("--api-nice", {"help": "the query API's CPU priority, nice 0-19 (default 10: ingest comes first)"}),
+    ("--api-nice", {"help": "the query API's CPU priority, nice 0-19 (default 19: ingest comes first)"}),
 ]
 
 

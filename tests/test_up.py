@@ -66,11 +66,11 @@ def test_up_serves_sample_traces_through_the_api(tmp_path: Path) -> None:
         # The demo agent's runs are there too, with every kind of finding it is built to produce.
         totals = httpx.get(f"http://127.0.0.1:{api_port}/findings/counts", timeout=30).json()["totals"]
         assert set(totals) == {"loop", "retry", "budget", "guardrail", "error", "readiness"}, totals
-        # The API runs at nice 10, every thread of it; the collector (ingest) as it was started.
+        # The API runs at nice 19, every thread of it; the collector (ingest) as it was started.
         api_pids = [pid for pid in _children(process.pid) if "collector.cli\0api" in _cmdline(pid)]
         assert len(api_pids) == 1
         own = os.getpriority(os.PRIO_PROCESS, 0)
-        assert {_nice(task) for task in Path(f"/proc/{api_pids[0]}/task").iterdir()} == {max(own, 10)}
+        assert {_nice(task) for task in Path(f"/proc/{api_pids[0]}/task").iterdir()} == {max(own, 19)}
         assert _nice(Path(f"/proc/{process.pid}")) == own
     finally:
         process.send_signal(signal.SIGINT)
