@@ -212,22 +212,25 @@ class WriterPool:
         threading.Thread(target=self._listen, args=(writer, parent), name=f"{name}-pipe", daemon=True).start()
 
     def _listen(self, writer: _Writer, conn: Connection) -> None:
+        process = writer.process  # this listener's process: a later maintenance round replaces writer.process
+        round_counters: dict[str, Any] = {}  # a maintenance round's own, whatever round runs next
         while True:
             try:
                 message = conn.recv()
             except (EOFError, OSError):
                 break
             if message[0] == "progress" and writer is self._maintainer:
-                self._add_counters(writer, message[1])
+                self._add_counters(round_counters, message[1])
+                round_counters = message[1]
             elif message[0] == "progress":
                 self._absorb(writer, WalPosition(message[1], message[2]), message[3])
         if self._stopping:
             return
         if writer is self._maintainer:
-            assert writer.process is not None
-            writer.process.join()
-            if writer.process.exitcode:  # the next round starts an interval later, as usual
-                log.error("a maintenance round failed (exit code %s)", writer.process.exitcode)
+            assert process is not None
+            process.join()
+            if process.exitcode:  # the next round starts an interval later, as usual
+                log.error("a maintenance round failed (exit code %s)", process.exitcode)
             return
         log.error("writer %d exited unexpectedly; restarting it (its records are still in the WAL)", writer.shard)
         time.sleep(_RESTART_DELAY_SECONDS)
@@ -235,15 +238,15 @@ class WriterPool:
             self._spawn(writer)
 
     def _absorb(self, writer: _Writer, position: WalPosition, counters: dict[str, Any]) -> None:
-        self._add_counters(writer, counters)
+        self._add_counters(writer.counters, counters)
+        writer.counters = counters
         with self._progress:
             writer.position = max(writer.position, position)
             self._progress.notify_all()
         self.wal.remove_segments_before(self.published_position)
 
-    def _add_counters(self, writer: _Writer, counters: dict[str, Any]) -> None:
-        """Add what a process counted since its last report to the collector's metrics."""
-        previous = writer.counters
+    def _add_counters(self, previous: dict[str, Any], counters: dict[str, Any]) -> None:
+        """Add what a process counted since its last report (`previous`) to the collector's metrics."""
         with self.metrics.lock:
             m = self.metrics
             for name, value in counters.items():
@@ -252,7 +255,6 @@ class WriterPool:
                         m.unknown_price_models[model] += count - previous.get(name, {}).get(model, 0)
                 else:
                     setattr(m, name, getattr(m, name) + value - previous.get(name, 0))
-        writer.counters = counters
 
     def stop(self, timeout: float = 60.0) -> None:
         with self._maintenance_lock:
