@@ -47,6 +47,7 @@ class LakeWriter:
         self._reader = WalReader(wal_dir, self.published_position)
         self._buffer = PartitionBuffer()
         self._buffered_since: float | None = None
+        self._oldest_received_ns: int | None = None
 
     def _owns(self, sequence: int) -> bool:
         return sequence % self.shards == self.shard
@@ -55,11 +56,20 @@ class LakeWriter:
     def read_position(self) -> WalPosition:
         return self._reader.position
 
-    def publish_due(self) -> bool:
-        return self._buffer.rows >= self.settings.flush_rows or (
-            self._buffered_since is not None
-            and time.monotonic() - self._buffered_since >= self.settings.flush_interval_seconds
-        )
+    def publish_due(self, *, caught_up: bool = False) -> bool:
+        """Publish at flush_rows, or once the oldest buffered row has waited flush_interval_seconds in this
+        writer. A writer that has caught up with the WAL also publishes rows *received* that long ago: after a
+        burst, the rows of its tail were received seconds before they were read, and holding them another
+        interval kept the last ~4k of the ingest benchmark's 200k spans unqueryable for up to a second with
+        both writers idle (bench/ingest.py, 2026-12-04). While behind it does not, or every batch read would
+        be its own small part."""
+        if self._buffered_since is None:
+            return False
+        interval = self.settings.flush_interval_seconds
+        if self._buffer.rows >= self.settings.flush_rows or time.monotonic() - self._buffered_since >= interval:
+            return True
+        oldest = self._oldest_received_ns
+        return caught_up and oldest is not None and time.time_ns() - oldest >= interval * 1e9
 
     def drain_once(self) -> int:
         """Read and buffer what the WAL holds past the read position (one batch); returns records read."""
@@ -69,6 +79,8 @@ class LakeWriter:
             read += 1
             if self._buffered_since is None:
                 self._buffered_since = time.monotonic()
+            if self._oldest_received_ns is None or record.received_at_unix_nano < self._oldest_received_ns:
+                self._oldest_received_ns = record.received_at_unix_nano
             try:
                 if record.signal == SIGNAL_TRACES:
                     spans, skipped = decode_traces(record.body)
@@ -106,3 +118,4 @@ class LakeWriter:
             store_checkpoint(self.checkpoint_path, position)
         self.published_position = position
         self._buffered_since = None
+        self._oldest_received_ns = None

@@ -107,7 +107,8 @@ def run_writer(
         try:
             read = writer.drain_once()
             caught_up = flush_target is not None and writer.read_position >= flush_target and read == 0
-            if writer.publish_due() or caught_up or (stopping and read == 0):
+            behind = read >= settings.read_batch_records  # a full batch read: more may be waiting
+            if writer.publish_due(caught_up=not behind) or caught_up or (stopping and read == 0):
                 writer.publish()
                 conn.send(("progress", writer.published_position.segment, writer.published_position.offset,
                            writer.counters.as_dict()))  # fmt: skip
