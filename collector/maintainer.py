@@ -33,9 +33,10 @@ MAINTAINER_ID = "m0"  # in the names of the parts it writes, where writers put w
 
 def run_maintainer(lake_dir: Path, settings: WriterSettings, conn: Connection, log_level: str) -> None:
     """Entry point of a maintenance process: one round, its counters sent back, then exit."""
-    from collector.writer_pool import die_with_parent, name_process
+    from collector.writer_pool import die_with_parent, name_process, without_pandas
 
     name_process("af-maintainer")
+    without_pandas()
     die_with_parent()
     os.setpriority(os.PRIO_PROCESS, 0, max(MAINTAINER_NICE, os.getpriority(os.PRIO_PROCESS, 0)))
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s[m%(process)d]: %(message)s")

@@ -263,6 +263,8 @@ def test_the_maintenance_process_compacts_at_nice_19_and_removes_half_written_pa
         assert maintainer_nice == {max(19, os.getpriority(os.PRIO_PROCESS, 0))}
         writers = [p for p in _descendants(os.getpid()) if _comm(p).startswith("af-writer")]
         assert writers and {_nice(p) for p in writers} == {os.getpriority(os.PRIO_PROCESS, 0)}
+        # pyarrow would import pandas (36 MB a process) on a writer's first Arrow array: kept out
+        assert [p for p in writers if "/pandas/" in Path(f"/proc/{p}/maps").read_text()] == []
     finally:
         collector.stop()
 
