@@ -108,7 +108,8 @@ class LakeWriter:
         position = self._reader.position
         tables = self._buffer.drain()
         for table, project, date, data in tables:
-            self.lake.publish(table, project, date, data, {"wal_end": f"{position.segment}:{position.offset}"})
+            wal_end = {"wal_end": f"{position.segment}:{position.offset}"}
+            self.lake.publish(table, project, date, data, wal_end, short_lived=True)
             if table == "spans":
                 self.counters.spans_written += data.num_rows
             else:

@@ -37,6 +37,14 @@ def test_sending_everything_twice_changes_no_number(collector: Collector) -> Non
     assert once[0] == 209 and once[1] > 0
 
 
+def _codecs(path: Path) -> tuple[str, bool]:
+    """(compression, whether the message JSON went without a dictionary while the span type kept one)."""
+    group = pq.read_metadata(path).row_group(0)
+    columns = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    plain = not columns["input_messages"].has_dictionary_page and columns["span_type"].has_dictionary_page
+    return columns["input_messages"].compression, plain
+
+
 def test_compaction_merges_parts_and_removes_duplicates(collector: Collector) -> None:
     for _ in range(3):
         grpc_export(collector.grpc_port, TAU)
@@ -44,6 +52,7 @@ def test_compaction_merges_parts_and_removes_duplicates(collector: Collector) ->
     before = _totals(collector)
     parts = collector.lake.parts("spans")
     assert len(parts) >= 3
+    assert {_codecs(p.path) for p in parts} == {("SNAPPY", True)}  # a writer's part is written for speed
     lake = Lake(collector.settings.lake_dir, writer_id="test")
     groups = list(lake.compaction_candidates("spans", min_parts=2, small_bytes=1 << 30))
     assert len(groups) == 1
@@ -52,6 +61,7 @@ def test_compaction_merges_parts_and_removes_duplicates(collector: Collector) ->
     assert [p.path for p in collector.lake.parts("spans")] == [merged.path]
     assert pq.read_schema(merged.path).metadata[SCHEMA_VERSION_KEY] == b"1"
     assert pq.read_metadata(merged.path).num_rows == 209
+    assert _codecs(merged.path) == ("ZSTD", True)  # ...and merged for size
     assert _totals(collector) == before
     # Rows are sorted by trace so that one trace is found in few row groups.
     trace_ids = pq.read_table(merged.path, columns=["trace_id"]).column(0).to_pylist()
