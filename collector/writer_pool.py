@@ -116,8 +116,8 @@ def run_writer(
     # over the ingest benchmark's 100k spans: `bench/ingest.py --profile --gc-freeze`).
     gc.freeze()
     # A batch's objects die by reference count, not by the cyclic collector; a young collection every 700
-    # allocations only moved them between generations. At 20,000 (and a full collection per 10 young ones
-    # per 10 of the middle): GC 0.13 -> 0.02 s and the writer 51.9 -> 50.0 us/span over 100k spans
+    # allocations only moved them between generations. At 20,000 (a middle collection every 10 young ones, a
+    # full one every 10 middle ones): GC 0.13 -> 0.02 s and the writer 51.9 -> 50.0 us/span over 100k spans
     # (bench/ingest.py --profile --spans 100000, two runs each, 2026-12-04).
     gc.set_threshold(20_000, 10, 10)
     flush_target: WalPosition | None = None
