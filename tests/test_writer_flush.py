@@ -16,7 +16,9 @@ from tests.test_bad_input import _request
 SETTINGS = WriterSettings(flush_rows=1_000, flush_interval_seconds=5.0, read_batch_records=4)
 
 
-def _writer(tmp_path: Path, received_ago_seconds: float, requests: int = 1) -> LakeWriter:
+def _writer(
+    tmp_path: Path, received_ago_seconds: float, requests: int = 1, settings: WriterSettings = SETTINGS
+) -> LakeWriter:
     wal = WriteAheadLog(tmp_path / "wal")
     received = time.time_ns() - int(received_ago_seconds * 1e9)
     for index in range(requests):
@@ -24,7 +26,7 @@ def _writer(tmp_path: Path, received_ago_seconds: float, requests: int = 1) -> L
         wal.append_and_wait(SIGNAL_TRACES, "default", received, body)
     wal.close()
     pricers = ProjectPricers(tmp_path / "prices").for_project
-    return LakeWriter(tmp_path / "wal", Lake(tmp_path / "lake", writer_id="w0"), pricers, SETTINGS)
+    return LakeWriter(tmp_path / "wal", Lake(tmp_path / "lake", writer_id="w0"), pricers, settings)
 
 
 def test_a_caught_up_writer_publishes_at_once_rows_received_an_interval_ago(tmp_path: Path) -> None:
@@ -47,7 +49,6 @@ def test_fresh_rows_wait_for_the_interval_even_when_caught_up(tmp_path: Path) ->
 
 def test_size_alone_publishes_a_writer_that_is_behind(tmp_path: Path) -> None:
     many = WriterSettings(flush_rows=4, flush_interval_seconds=5.0, read_batch_records=4)
-    writer = _writer(tmp_path, received_ago_seconds=0.0, requests=2)
-    writer.settings = many
+    writer = _writer(tmp_path, received_ago_seconds=0.0, requests=2, settings=many)
     writer.drain_once()
     assert writer.publish_due(caught_up=False)
