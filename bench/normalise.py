@@ -3,8 +3,8 @@
 
 Builds three corpora of decoded inputs:
 
-- ``semconv``: the 38 entries of ../shared/fixtures/semconv/spans.json (spans, and their correlated log records);
-- ``captured``: every span of every file in ../shared/fixtures/captured/ (``.binpb`` decoded as sent, ``.json``
+- ``semconv``: the 38 entries of tests/data/otlp/semconv/spans.json (spans, and their correlated log records);
+- ``captured``: every span of every file in tests/data/otlp/captured/ (``.binpb`` decoded as sent, ``.json``
   converted to protobuf first, as the HTTP receiver does);
 - ``bench``: the first N requests (default 40) of the ingest benchmark workload for seeds 1 and 7.
 
@@ -41,7 +41,7 @@ from collector.otlp_json import traces_from_json  # noqa: E402
 from collector.otlp_model import DecodedLog, DecodedSpan  # noqa: E402
 from tests.semconv_fixtures import entry_to_logs, entry_to_span, load_entries  # noqa: E402
 
-CAPTURED = ROOT.parent / "shared" / "fixtures" / "captured"
+CAPTURED = ROOT / "tests" / "data" / "otlp" / "captured"
 DEFAULT_BASELINE = Path("/tmp/normalise_baseline.pkl")
 
 

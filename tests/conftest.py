@@ -15,8 +15,7 @@ from collector.service import Collector
 from store.views import connect
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "fixtures"
+FIXTURES = REPO / "tests" / "data" / "otlp"  # real exports and convention variants: see its README.md
 CAPTURED = FIXTURES / "captured"
 TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"

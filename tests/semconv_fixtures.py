@@ -1,4 +1,4 @@
-"""Test helper: load /work/shared/fixtures/semconv/spans.json and turn its entries into DecodedSpan / DecodedLog."""
+"""Test helper: load tests/data/otlp/semconv/spans.json and turn its entries into DecodedSpan / DecodedLog."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from collector.otlp_model import DecodedLog, DecodedSpan, SpanEvent
 
-FIXTURES_PATH = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "semconv" / "spans.json"
+FIXTURES_PATH = Path(__file__).resolve().parent / "data" / "otlp" / "semconv" / "spans.json"
 
 
 @cache
