@@ -43,7 +43,7 @@ except ImportError:  # run as `python bench/query.py`
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {1_000_000: "1m", 10_000_000: "10m"}
-TARGET_MS = {"trace": 50.0, "list": 200.0, "costs": 1000.0}  # at 10M spans, p50 (DESIGN issue 3)
+TARGET_MS = {"trace": 50.0, "list": 200.0, "costs": 1000.0}  # at 10M spans, p50 (the targets of issue 3)
 BIG_TRACE_SPANS = 1_000  # a sampled trace at least this big counts as "big"
 MIB = 1024 * 1024
 

@@ -198,7 +198,7 @@ def _agent_run(
             _kv("server.address", server),
             _kv("server.port", 443),
             # Instrumentations record the whole conversation each call; we keep the latest few messages so the
-            # average span stays near the ~2 KB the DESIGN measurements used.
+            # average span stays near the ~2 KB the docs/design.md measurements used.
             _kv("gen_ai.system_instructions", system_instructions),
             _kv("gen_ai.input.messages", _dumps(history[-6:])),
             _kv("gen_ai.output.messages", _dumps(output_messages)),
@@ -279,7 +279,7 @@ def _agent_run(
             _kv("user.id", user),
             _kv("session.id", session),
             _kv("gen_ai.input.messages", _dumps(history[:1])),
-            # Run totals, which a backend must not add to the children's usage (DESIGN invariant 4).
+            # Run totals, which a backend must not add to the children's usage (docs/design.md invariant 4).
             _kv("gen_ai.aggregated_usage.input_tokens", input_total),
             _kv("gen_ai.aggregated_usage.output_tokens", output_total),
         ],

@@ -1,7 +1,7 @@
 """The transport-independent export path: authenticate, check load, admit, log to the WAL, answer.
 
 Both receivers (gRPC and HTTP) call `Ingestor.export`; they only translate its Outcome into their
-protocol's status codes. The answer is sent only after the WAL fsync (DESIGN invariant 1).
+protocol's status codes. The answer is sent only after the WAL fsync (docs/design.md invariant 1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Message content converters: every semconv.md §2 content source (OTel JSON / structured values, legacy
+"""Message content converters: every docs/conventions.md §2 content source (OTel JSON / structured values, legacy
 indexed keys, OpenInference, ≤1.36 events, Pydantic AI, Langfuse, Vercel AI SDK, Strands/Bedrock, Gemini) ->
 canonical OTel part form ``[{"role", "parts": [...], "name"?, "finish_reason"?}]``; also the per-log-record
 extraction (``messages_from_log``)."""

@@ -1,5 +1,5 @@
-"""Span normalisation (semconv.md §1-§3): one DecodedSpan -> the canonical span columns (type, provider, models,
-tokens, reported cost, user/session/agent/tool/prompt, finish reason, errors, environment, messages).
+"""Span normalisation (docs/conventions.md §1-§3): one DecodedSpan -> the canonical span columns (type, provider,
+models, tokens, reported cost, user/session/agent/tool/prompt, finish reason, errors, environment, messages).
 
 Pure and on the ingest hot path: what the attribute keys alone decide is worked out once per distinct key tuple
 (``_Plan``), spans without any GenAI attribute take a short plain path, prefix families (indexed messages,

@@ -1,4 +1,4 @@
-"""Provider normalisation (semconv.md §1d): an emitted provider/system spelling, API host or model prefix ->
+"""Provider normalisation (docs/conventions.md §1d): an emitted provider/system spelling, API host or model prefix ->
 the genai-prices provider id."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Span-type detection: the semconv.md §3 decision list (first match wins) -> llm, embedding, tool, agent, chain,
-retriever, reranker, guardrail, evaluator or other."""
+"""Span-type detection: the docs/conventions.md §3 decision list (first match wins) -> llm, embedding, tool, agent,
+chain, retriever, reranker, guardrail, evaluator or other."""
 
 from __future__ import annotations
 

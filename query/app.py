@@ -1,6 +1,6 @@
 """The query API (FastAPI): the one way in for the UI, scripts and tools. Routes parse and delegate.
 
-Every route but /health needs a key when keys are configured and sees only its project (DESIGN invariant
+Every route but /health needs a key when keys are configured and sees only its project (docs/design.md invariant
 6): another project's trace ids answer 404. Errors are JSON `{"error": message}` with a 4xx status.
 """
 
@@ -68,7 +68,7 @@ class _Unauthorized(Exception):
 
 
 def caller_project(request: Request) -> str:
-    """The project of the presented key (DESIGN invariant 6: the server decides the tenant)."""
+    """The project of the presented key (docs/design.md invariant 6: the server decides the tenant)."""
     state: ApiState = request.app.state.api
     presented = key_from_headers(request.headers.get("authorization"), request.headers.get("x-api-key"))
     found = state.keys.project_for(presented)

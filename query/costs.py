@@ -1,6 +1,6 @@
 """Cost breakdowns over the counted usage rows, and unit economics over the per-trace summaries.
 
-Only leaf model spans are summed (DESIGN invariant 4); a span whose cost is unknown is counted in
+Only leaf model spans are summed (docs/design.md invariant 4); a span whose cost is unknown is counted in
 `unknown_cost_spans` and left out of the sum, never priced at $0 (invariant 5). Every breakdown reports
 that share, so a total is never silently short.
 """

@@ -1,7 +1,7 @@
 """Which spans' usage is counted, and what each model span inherits from its ancestors (pure polars for many
 traces at once; plain Python for one trace's span dicts, where polars' per-call cost dominates: 7 ms a trace).
 
-DESIGN invariant 4: tokens and cost are summed only over leaf model spans. A model span whose subtree holds
+docs/design.md invariant 4: tokens and cost are summed only over leaf model spans. A model span whose subtree holds
 another model span reporting usage (LangChain's ChatOpenAI span around the OpenAI instrumentation's span,
 an agent framework's aggregated "llm" span) is shown with its own numbers but never added. Cost breakdowns
 by agent, tool or prompt attribute a model call to the nearest enclosing span that names one.

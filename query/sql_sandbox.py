@@ -1,7 +1,7 @@
 """The read-only SQL sandbox: runs one untrusted SELECT over one project's spans and events, for `POST /sql`.
 
 The route only parses the request and maps `SqlRejected.status` to its HTTP answer; everything that keeps the
-SQL in its box is here, in layers (DESIGN, Query API), because DuckDB has had holes in each one alone:
+SQL in its box is here, in layers (docs/design.md, Query API), because DuckDB has had holes in each one alone:
 1. Parse, not match: DuckDB's own parser must find exactly one statement, of type SELECT.
 2. Only the caller's project exists: a fresh in-memory DuckDB per call is handed that project's part files,
    listed by the server (store/layout.py) and opened by pyarrow datasets, so DuckDB needs no file access and no

@@ -3,7 +3,7 @@
 Children are ordered by start time. A span whose parent never arrived (or whose parent chain loops) is an
 orphan: it is attached under the root and marked, so nothing the agent sent is hidden. When the root itself
 never arrived, the earliest span stands in for it. Own usage is the span's counted usage (leaf model spans
-only, DESIGN invariant 4); inclusive usage sums own usage over the subtree, so the root's inclusive numbers
+only, docs/design.md invariant 4); inclusive usage sums own usage over the subtree, so the root's inclusive numbers
 are the trace's totals.
 """
 

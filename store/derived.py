@@ -1,6 +1,6 @@
 """Derived data files (trace summaries, counted usage rows, findings): where they live and how they are swapped.
 
-Derived data is recomputable from the spans at any time (DESIGN, Storage); it is kept only to make listing
+Derived data is recomputable from the spans at any time (docs/design.md, Storage); it is kept only to make listing
 fast. Each file is computed from one (project, date) partition of the span lake and named by a fingerprint
 of that partition's part files, so a reader knows at a glance whether it is current:
     <lake>/_derived/<kind>/project=<p>/date=<YYYY-MM-DD>/<fingerprint>.parquet

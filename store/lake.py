@@ -3,7 +3,7 @@
 Parts are immutable: written as `.tmp`, fsynced, then renamed into place, so readers only ever see whole
 files. Compaction writes the merged part first and retires its inputs after a grace period (readers that
 listed the old files a moment ago can still open them); duplicates that meanwhile exist in both are
-removed by the readers' dedup (DESIGN invariant 2). Paths and the writer lock live in store/layout.py.
+removed by the readers' dedup (docs/design.md invariant 2). Paths and the writer lock live in store/layout.py.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def fsync_dir(directory: Path) -> None:
 
 
 class WriterLock:
-    """An exclusive lock on the lake for its one writer (DESIGN invariant 3): a second collector on the
+    """An exclusive lock on the lake for its one writer (docs/design.md invariant 3): a second collector on the
     same data directory, or `reprice` while a collector runs, is refused instead of corrupting state."""
 
     def __init__(self, root: Path) -> None:

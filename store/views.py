@@ -1,6 +1,6 @@
 """DuckDB views over the lake: the one read path for the API and `agentflight sql`.
 
-Views (all deduplicated: one row per key, the newest received copy wins, DESIGN invariant 2):
+Views (all deduplicated: one row per key, the newest received copy wins, docs/design.md invariant 2):
 - `spans`: one row per (project, trace_id, span_id).
 - `events`: OTLP log records (GenAI content events), one row per (project, event_id).
 - `span_content`: per span, the input/output messages its log events carry (joined by span id, or by
@@ -60,7 +60,7 @@ def create_views_over(
            QUALIFY row_number() OVER (PARTITION BY project, event_id ORDER BY received_at_unix_nano DESC) = 1"""
     )
     # Records that name their span join on it; records emitted outside any span context join on the
-    # provider response id instead (DESIGN, Protocol facts). Messages keep record time order.
+    # provider response id instead (docs/design.md, Protocol facts). Messages keep record time order.
     con.execute(
         """CREATE OR REPLACE VIEW span_content AS
            WITH linked AS (

@@ -1,9 +1,9 @@
-"""Every real client request in ../shared/fixtures/captured/ replayed exactly as it was sent, end to end.
+"""Every real client request in tests/data/otlp/captured/ replayed exactly as it was sent, end to end.
 
 `.binpb` files are raw ExportTraceServiceRequest bytes and go over gRPC unchanged (tau_replay is one 6 MB
 request, above gRPC's default 4 MiB); `.json` files are OTLP/JSON and go to POST /v1/traces unchanged. For
 each file: every span lands exactly once, with the canonical fields frozen in
-tests/data/golden/captured_<name>.json (reviewed by hand against the fixture and semconv.md §1-§3), stored
+tests/data/golden/captured_<name>.json (reviewed by hand against the fixture and docs/conventions.md §1-§3), stored
 losslessly, unchanged by a second replay, and identical whichever transport carried it.
 
 The expected span ids, attributes, events and resources are read from the fixture files here, with the
@@ -546,7 +546,7 @@ def test_js_exception_event_makes_an_error_span(replayed: Callable[[Path], Repla
     assert "at /app/send.js:35:24" in events[0]["attributes"]["exception.stacktrace"]
     assert tool["is_error"] and tool["status_code"] == "ERROR"
     assert tool["error_type"] == "Error"  # exception.type (no error.type attribute)
-    assert tool["error_message"] == "timeout"  # semconv.md §3: status.message before exception.message
+    assert tool["error_message"] == "timeout"  # docs/conventions.md §3: status.message before exception.message
     assert not rows["chat gpt-4o-mini"]["is_error"] and not rows["invoke_agent js-agent"]["is_error"]
     # the intValue arrived as a string (gRPC JSON rendering) or a JSON number (HTTP/JSON): the same ints
     chat = rows["chat gpt-4o-mini"]

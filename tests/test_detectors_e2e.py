@@ -1,10 +1,10 @@
 """The detectors end to end: traces built with the real OTel SDK, sent over OTLP/gRPC to the real collector,
 findings read back from the query API (`GET /traces/{id}`, `/findings`, `/findings/counts`, `/traces?flag=`).
 
-For every detector (DESIGN "Detectors (flags)", semconv.md §1b and §3) there is a positive trace, near misses
-that must not fire, and a trace whose verdict a LATE span changes: everything else is stored and read first,
+For every detector (docs/design.md "Detectors (flags)", docs/conventions.md §1b and §3) there is a positive trace,
+near misses that must not fire, and a trace whose verdict a LATE span changes: everything else is stored and read first,
 then the late span arrives and the next read shows the finding appear or change. The captured fixtures
-(../shared/fixtures/captured) must produce what their content implies and no false loop or retry.
+(tests/data/otlp/captured) must produce what their content implies and no false loop or retry.
 
 Findings are frozen in tests/data/golden/findings_*.json with random ids replaced by scenario names and
 times by milliseconds from the trace's start. Regenerate (then REVIEW the diff) with:

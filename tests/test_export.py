@@ -834,7 +834,7 @@ def _model_span(span_id: str, parent: str | None, start: int, **extra: Any) -> d
 
 
 def test_eval_case_counts_only_leaf_model_spans() -> None:
-    """DESIGN invariant 4: a wrapper model span (LangChain around the OpenAI instrumentation) is not added."""
+    """docs/design.md invariant 4: a wrapper model span (LangChain around the OpenAI instrumentation) is not added."""
     spans = [
         {"trace_id": EDGE_TRACE, "span_id": "1" * 16, "parent_span_id": None, "name": "agent", "span_type": "agent",
          "start_time_unix_nano": 0, "end_time_unix_nano": 100, "service_name": "svc"},

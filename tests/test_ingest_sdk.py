@@ -87,7 +87,7 @@ def _check_agent_trace(c: Collector, trace_id: str, service: str) -> None:
         "gpt-4o-mini-2024-07-18",
     )
     assert (chat["input_tokens"], chat["output_tokens"], chat["cache_read_tokens"]) == (1200, 300, 1024)
-    # semconv.md §4.2 verified call: 1200 in (1024 cached) / 300 out on gpt-4o-mini = $0.0002832
+    # docs/conventions.md §4.2 verified call: 1200 in (1024 cached) / 300 out on gpt-4o-mini = $0.0002832
     assert chat["cost_status"] == "computed" and abs(chat["cost_usd"] - 0.0002832) < 1e-9
     assert chat["cost_source"].startswith("genai-prices@")
     assert json.loads(chat["input_messages"])[0]["parts"][0]["content"] == "Book me a flight to Paris"
@@ -186,7 +186,7 @@ def test_log_events_join_their_span(collector: Collector) -> None:
 
 
 def test_span_envelope_is_kept_losslessly(collector: Collector) -> None:
-    """Trace state, flags, dropped counts and scope attributes survive ingest (DESIGN invariant 8)."""
+    """Trace state, flags, dropped counts and scope attributes survive ingest (docs/design.md invariant 8)."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     from tests.conftest import grpc_export

@@ -1,4 +1,4 @@
-"""The two ways usage is counted (DESIGN invariant 4) agree: polars' with_lineage over many traces (the index,
+"""The two ways usage is counted (docs/design.md invariant 4) agree: polars' with_lineage over many traces (the index,
 big traces) and plain Python's counted_spans over one trace (small traces, the eval export)."""
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def overrides(text: str, name: str = "prices.toml") -> PriceOverrides:
     return parse_overrides(text, source=name)
 
 
-# --- semconv.md §4.2 verified calls --------------------------------------------------------------------
+# --- docs/conventions.md §4.2 verified calls --------------------------------------------------------------------
 
 VERIFIED = [
     # (id, kwargs, expected cost, expected matched model)

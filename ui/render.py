@@ -1,4 +1,4 @@
-"""Showing trace content safely (DESIGN invariant 7): content is data, rendered as text, code or JSON only.
+"""Showing trace content safely (docs/design.md invariant 7): content is data, rendered as text, code or JSON only.
 
 Nothing that came from a span ever goes through st.markdown or st.html: a stored prompt injection must not
 run or fetch anything in the viewer's browser. Control characters (terminal escapes, bidi overrides) are

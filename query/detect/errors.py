@@ -4,7 +4,7 @@ A failure propagates: the tool raises, the agent span around it fails too. One f
 span with no failed child) tells the story once; the ancestors it took down are listed in the evidence.
 A failure that a later attempt of the same call made good is a warning, not an error (evidence
 `recovered_by_retry`), and took none of its ancestors down: an ancestor that failed too has its own finding.
-Guardrail tripwires are outcomes, not errors (semconv.md §3): the guardrail detector reports them.
+Guardrail tripwires are outcomes, not errors (docs/conventions.md §3): the guardrail detector reports them.
 """
 
 from __future__ import annotations

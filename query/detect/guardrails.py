@@ -1,6 +1,6 @@
 """Guardrail findings: a guardrail that blocked, redacted or flagged content, a content filter, a refusal.
 
-Every convention's signal (semconv.md §1b and §3, Guardrail hits): OTel `gen_ai.guardrail.*` (span attributes
+Every convention's signal (docs/conventions.md §1b and §3, Guardrail hits): OTel `gen_ai.guardrail.*` (span attributes
 and the `gen_ai.guardrail.result` event), `agent.threat.detection.*`, OpenLIT `guard.evaluation` events and
 `gen_ai.agent.threat_detected`, Traceloop `gen_ai.guardrail.status=FAILED`, LiteLLM `litellm.guardrail.*`,
 `prompt_injection.blocked`, an OpenInference GUARDRAIL span that failed, an agent framework's tripwire
@@ -267,7 +267,7 @@ def _span_findings(span: dict[str, Any]) -> list[Finding]:
 
 def _tripwire(span: dict[str, Any]) -> tuple[str | None, str | None] | None:
     """(exception type, message) when the span ended on a guardrail tripwire. The collector does not count a
-    tripwire as a failure (an outcome, semconv.md §3), so the exception event and the status say so."""
+    tripwire as a failure (an outcome, docs/conventions.md §3), so the exception event and the status say so."""
     if not (span["is_error"] or span["status_code"] == "ERROR"):
         return None
     exception = exception_details(span["signal_events"])

@@ -1,6 +1,6 @@
 """Retry findings: a call made again after it failed, how many times, how long it waited, and how it ended.
 
-Three signals (semconv.md §3, Retries): structural (siblings of the same type and model or tool under one
+Three signals (docs/conventions.md §3, Retries): structural (siblings of the same type and model or tool under one
 parent, each after a failed one), `http.request.resend_count` > 0 on HTTP spans, and framework attributes
 (`pydantic_ai.tool.retry.*`, `pydantic_ai.output.retry.*`, `agentflight.retry.attempt`, a Pydantic AI tool
 result that asks the model to try again). Codes:

@@ -127,7 +127,7 @@ def normalised_arguments(text: str | None) -> str:
 # --- errors -------------------------------------------------------------------------------------------
 
 ERROR_CLASSES = ("rate_limit", "auth", "server", "timeout", "validation", "tool_error", "other")
-# Retrying these cannot succeed without a change to the request (DESIGN, Detectors).
+# Retrying these cannot succeed without a change to the request (docs/design.md, Detectors).
 NON_RETRYABLE = frozenset({"auth", "validation"})
 # Failures that can pass by themselves, so a retry should wait first (retry_without_backoff).
 TRANSIENT = frozenset({"rate_limit", "server", "timeout"})
