@@ -218,7 +218,10 @@ def cmd_ui(settings: Settings, args: argparse.Namespace) -> int:
     env = dict(os.environ)
     env.setdefault("AGENTFLIGHT_API_URL", f"http://{settings.host}:{settings.api_port}")
     log.info("agentflight UI on http://%s:%d (API: %s)", settings.host, settings.ui_port, env["AGENTFLIGHT_API_URL"])
-    return subprocess.call(_ui_process_args(settings), env=env)
+    # Streamlit replaces this process, so a service manager's SIGTERM reaches it: a child left behind
+    # kept the port after its parent was stopped.
+    command = _ui_process_args(settings)
+    os.execve(command[0], command, env)
 
 
 def _lower_priority(nice: int) -> None:

@@ -91,3 +91,30 @@ def test_up_serves_sample_traces_through_the_api(tmp_path: Path) -> None:
         raise AssertionError("the API outlived `agentflight up`")
     except httpx.TransportError:
         pass
+
+
+def test_ui_command_stops_with_sigterm(tmp_path: Path) -> None:
+    """`agentflight ui` under a service manager: SIGTERM to the pid it was started as frees the port."""
+    ui_port = free_port()
+    command = [sys.executable, "-m", "collector.cli", "ui", "--data-dir", str(tmp_path / "data")]
+    command += ["--ui-port", str(ui_port)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{ui_port}/_stcore/health", timeout=2).text == "ok":
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the UI did not answer within 60 s")
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    try:
+        httpx.get(f"http://127.0.0.1:{ui_port}/_stcore/health", timeout=2)
+        raise AssertionError("a UI process outlived SIGTERM to `agentflight ui`")
+    except httpx.TransportError:
+        pass
