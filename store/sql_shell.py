@@ -15,7 +15,10 @@ import duckdb
 
 from store.views import connect
 
-_HELP = "Views: spans, events, spans_with_content, span_content, spans_raw, events_raw. End a statement with ';'. Ctrl-D quits."
+_HELP = (
+    "Views: spans, events, spans_with_content, span_content, spans_raw, events_raw. "
+    "End a statement with ';'. Ctrl-D quits."
+)
 
 
 def _run(con: duckdb.DuckDBPyConnection, sql: str) -> bool:
