@@ -2,7 +2,7 @@
 
 A user clones the repository into a folder with nothing beside it, so a test that opens `../something`, a
 comment citing a document the repository does not hold, or a path of one developer's machine works only
-where it was written. Three ways a file can do that are checked over every tracked file:
+where it was written. Four ways a file can do that are checked over every tracked file:
 
 - a relative path that climbs out (`../x/y` resolved from the file's own folder and from the repository root
   both land outside it);
