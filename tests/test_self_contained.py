@@ -165,6 +165,7 @@ def missing_documents(name: str, text: str, documents: set[str]) -> list[str]:
     """Markdown files cited by name that are not tracked (by path from the root or the file's folder, or by
     file name alone when the citation is a bare name)."""
     folder = PurePosixPath(name).parent
+    file_names = {PurePosixPath(doc).name for doc in documents}
     missing = []
     for match in DOC_NAME.finditer(text):
         cited = match.group(1)
@@ -175,7 +176,7 @@ def missing_documents(name: str, text: str, documents: set[str]) -> list[str]:
             candidates = {str(PurePosixPath(cited)), str(folder / cited)}
             if not candidates & documents and not any(doc.endswith("/" + cited) for doc in documents):
                 missing.append(cited)
-        elif cited not in {PurePosixPath(doc).name for doc in documents}:
+        elif cited not in file_names:
             missing.append(cited)
     return missing
 
@@ -217,8 +218,8 @@ EXAMPLE_TREE = tracked_paths(["README.md", "bench/README.md", "docs/design.md", 
 @pytest.mark.parametrize(
     ("name", "text"),
     [
-        ("tests/conftest.py", 'FIXTURES = "../shared/fixtures"'),
-        ("bench/normalise.py", "the entries of ../shared/fixtures/semconv/spans.json"),
+        ("tests/conftest.py", 'FIXTURES = "../siblings/fixtures"'),
+        ("bench/normalise.py", "the entries of ../siblings/fixtures/semconv/spans.json"),
         ("bench/x.md", "see ../../elsewhere/notes.txt"),
         ("README.md", "the fixtures in /work/shared/fixtures/captured"),
         ("collector/x.py", "# copied from /home/dev/project/x.py"),
@@ -232,7 +233,7 @@ def test_text_paths_outside_are_found(name: str, text: str) -> None:
     ("name", "source"),
     [
         ("tests/semconv.py", 'P = Path(__file__).resolve().parents[2] / "shared" / "spans.json"'),
-        ("tests/conftest.py", 'REPO = Path(__file__).resolve().parents[1]\nSHARED = REPO.parent / "shared"'),
+        ("tests/conftest.py", 'REPO = Path(__file__).resolve().parents[1]\nSIBLINGS = REPO.parent / "siblings"'),
         ("bench/x.py", "ROOT = Path(__file__).parent.parent\nOUT = ROOT.parent"),
         ("setup.py", "UP = Path(__file__).parent.parent"),
     ],
